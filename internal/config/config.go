@@ -1,0 +1,369 @@
+// Package config defines kvproxy's configuration: one struct parsed from
+// environment variables with github.com/caarlos0/env/v11, validated in one
+// pass that reports every problem at once, each naming its variable.
+//
+// The variable names are a contract shared with the Helm chart, the
+// manifests in deploy/ and users' scripts; the help text printed by
+// `kvproxy -h` is generated from the struct tags below, so it cannot drift.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/kvproxy/kvproxy/auth"
+)
+
+// Credential kinds accepted by KVPROXY_CREDENTIAL.
+const (
+	CredentialAuto             = "auto"
+	CredentialManagedIdentity  = "managed-identity"
+	CredentialWorkloadIdentity = "workload-identity"
+	CredentialClientSecret     = "client-secret"
+	CredentialAzureCLI         = "azure-cli"
+)
+
+// Secret holds a sensitive value. It never prints its contents through fmt,
+// slog or encoding/json.
+type Secret string
+
+// String returns a redacted placeholder.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[REDACTED]"
+}
+
+// LogValue implements slog.LogValuer so a Secret never reaches a log.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalText implements encoding.TextMarshaler with the redacted form.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Config is kvproxy's whole configuration. Fields tagged `desc` are listed by
+// `kvproxy -h`; the Azure SDK variables kvproxy consults are listed too.
+type Config struct {
+	VaultURL              string        `env:"KVPROXY_VAULT_URL" desc:"Vault to forward to: https://<name>.vault.azure.net (any https URL; http:// is refused). Required."`
+	ListenAddr            string        `env:"KVPROXY_LISTEN_ADDR" envDefault:"127.0.0.1:8380" desc:"Proxy listener: host:port, or unix:///path/kvproxy.sock for a unix socket (created 0660, a stale socket file is replaced)."`
+	AdminAddr             string        `env:"KVPROXY_ADMIN_ADDR" envDefault:"127.0.0.1:8381" desc:"Admin listener serving /healthz, /readyz and /metrics."`
+	Credential            string        `env:"KVPROXY_CREDENTIAL" envDefault:"auto" desc:"auto, managed-identity, workload-identity, client-secret or azure-cli. auto: workload identity when AZURE_FEDERATED_TOKEN_FILE is set, client secret when AZURE_CLIENT_SECRET is set, else managed identity."`
+	IdentityClientID      string        `env:"KVPROXY_IDENTITY_CLIENT_ID" desc:"Client ID of a user-assigned managed identity (or of the workload identity / app registration). Defaults to AZURE_CLIENT_ID when that is set."`
+	TokenScope            string        `env:"KVPROXY_TOKEN_SCOPE" desc:"Token scope. Derived from the vault host suffix (public, China, US Gov clouds, Managed HSM); required when the host has no known suffix. Setting it skips challenge verification."`
+	RefreshBefore         time.Duration `env:"KVPROXY_REFRESH_BEFORE" envDefault:"5m" desc:"Start refreshing the token this long before it expires (at most half its lifetime)."`
+	UpstreamTimeout       time.Duration `env:"KVPROXY_UPSTREAM_TIMEOUT" envDefault:"30s" desc:"Deadline for one request to the vault, retries included."`
+	APIVersion            string        `env:"KVPROXY_API_VERSION" envDefault:"7.5" desc:"api-version added to requests that carry none."`
+	RequireMetadataHeader bool          `env:"KVPROXY_REQUIRE_METADATA_HEADER" envDefault:"true" desc:"Refuse requests without the header 'Metadata: true' (blocks server-side request forgery through the app)."`
+	ReadOnly              bool          `env:"KVPROXY_READ_ONLY" envDefault:"false" desc:"Refuse every method but GET and HEAD."`
+	MaxBodyBytes          int64         `env:"KVPROXY_MAX_BODY_BYTES" envDefault:"1048576" desc:"Largest request body forwarded; larger bodies get 413."`
+	ShutdownTimeout       time.Duration `env:"KVPROXY_SHUTDOWN_TIMEOUT" envDefault:"20s" desc:"How long in-flight requests may drain after SIGTERM or SIGINT."`
+	RetryMax              int           `env:"KVPROXY_RETRY_MAX" envDefault:"2" desc:"Retries of GET and HEAD requests the vault answered 429 or 503 (0 disables)."`
+	RetryMaxWait          time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
+	LogLevel              string        `env:"KVPROXY_LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error. debug logs one line per proxied request."`
+	LogFormat             string        `env:"KVPROXY_LOG_FORMAT" envDefault:"json" desc:"json, or text for humans."`
+
+	// Azure SDK variables, read by the credential; listed for `kvproxy -h`.
+	AzureClientID           string `env:"AZURE_CLIENT_ID" sdk:"Client ID used when KVPROXY_IDENTITY_CLIENT_ID is empty; set by Azure Workload Identity."`
+	AzureTenantID           string `env:"AZURE_TENANT_ID" sdk:"Tenant for workload identity and client secret credentials."`
+	AzureFederatedTokenFile string `env:"AZURE_FEDERATED_TOKEN_FILE" sdk:"Projected service account token; its presence selects workload identity under auto."`
+	AzureClientSecret       Secret `env:"AZURE_CLIENT_SECRET" sdk:"App registration secret; its presence selects client-secret under auto. Never logged."`
+	AzureAuthorityHost      string `env:"AZURE_AUTHORITY_HOST" sdk:"Microsoft Entra authority (https) for workload identity and client secret credentials."`
+	IdentityEndpoint        string `env:"IDENTITY_ENDPOINT" sdk:"Managed identity endpoint (App Service protocol, with IDENTITY_HEADER); IMDS is used when unset."`
+}
+
+// Load parses the configuration from environ (a map of variable to value,
+// as env.Options.Environment takes) and validates it. The returned error
+// lists every problem, one per line, each starting with the variable name.
+func Load(environ map[string]string) (*Config, error) {
+	var c Config
+	var problems []string
+	err := env.ParseWithOptions(&c, env.Options{Environment: environ})
+	if err != nil {
+		problems = append(problems, describeParseErrors(err)...)
+	}
+	if c.IdentityClientID == "" {
+		c.IdentityClientID = c.AzureClientID
+	}
+	problems = append(problems, c.validate(err != nil)...)
+	if len(problems) > 0 {
+		return nil, &Error{Problems: problems}
+	}
+	return &c, nil
+}
+
+// Error is an invalid configuration: one line per problem.
+type Error struct{ Problems []string }
+
+func (e *Error) Error() string { return strings.Join(e.Problems, "\n") }
+
+// describeParseErrors turns env's errors into "VARIABLE: problem" lines.
+func describeParseErrors(err error) []string {
+	var agg env.AggregateError
+	errs := []error{err}
+	if errors.As(err, &agg) {
+		errs = agg.Errors
+	}
+	keys := fieldKeys()
+	var out []string
+	for _, e := range errs {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			name := keys[pe.Name]
+			out = append(out, fmt.Sprintf("%s: %s", name, describeValueError(pe)))
+			continue
+		}
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+func describeValueError(pe env.ParseError) string {
+	var value string
+	var numErr *strconv.NumError
+	switch {
+	case errors.As(pe.Err, &numErr):
+		value = numErr.Num
+	default:
+		// time.ParseDuration quotes the input: time: invalid duration "soon".
+		msg := pe.Err.Error()
+		if i := strings.Index(msg, `"`); i >= 0 {
+			if v, err := strconv.Unquote(msg[i:]); err == nil {
+				value = v
+			}
+		}
+	}
+	what := pe.Type.String()
+	switch pe.Type {
+	case reflect.TypeFor[time.Duration]():
+		what = "a duration (like 30s or 5m)"
+	case reflect.TypeFor[bool]():
+		what = "a boolean (true or false)"
+	case reflect.TypeFor[int](), reflect.TypeFor[int64]():
+		what = "a whole number"
+	}
+	return fmt.Sprintf("%q is not %s", value, what)
+}
+
+// fieldKeys maps each Config field name to its variable.
+func fieldKeys() map[string]string {
+	t := reflect.TypeFor[Config]()
+	m := make(map[string]string, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		m[f.Name], _, _ = strings.Cut(f.Tag.Get("env"), ",")
+	}
+	return m
+}
+
+func (c *Config) validate(parseFailed bool) []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+
+	if c.VaultURL == "" {
+		add("KVPROXY_VAULT_URL: required (e.g. https://myvault.vault.azure.net)")
+	} else if _, err := ParseVaultURL(c.VaultURL); err != nil {
+		add("KVPROXY_VAULT_URL: %v", err)
+	} else if c.TokenScope == "" {
+		u, _ := ParseVaultURL(c.VaultURL)
+		if _, ok := auth.ScopeForVaultHost(u.Hostname()); !ok {
+			add("KVPROXY_TOKEN_SCOPE: required because %q has no known Key Vault host suffix (e.g. https://vault.azure.net/.default)", u.Hostname())
+		}
+	}
+	if c.TokenScope != "" {
+		if err := auth.ValidateScope(c.TokenScope); err != nil {
+			add("KVPROXY_TOKEN_SCOPE: %v", err)
+		}
+	}
+	if err := validateListen(c.ListenAddr, true); err != nil {
+		add("KVPROXY_LISTEN_ADDR: %v", err)
+	}
+	if err := validateListen(c.AdminAddr, false); err != nil {
+		add("KVPROXY_ADMIN_ADDR: %v", err)
+	}
+	switch c.Credential {
+	case CredentialAuto, CredentialManagedIdentity, CredentialWorkloadIdentity, CredentialClientSecret, CredentialAzureCLI:
+	default:
+		add("KVPROXY_CREDENTIAL: %q is not one of auto, managed-identity, workload-identity, client-secret, azure-cli", c.Credential)
+	}
+	if parseFailed {
+		// A field that failed to parse holds its zero value; the range
+		// checks below would only repeat the problem in other words.
+		return p
+	}
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"KVPROXY_REFRESH_BEFORE", c.RefreshBefore},
+		{"KVPROXY_UPSTREAM_TIMEOUT", c.UpstreamTimeout},
+		{"KVPROXY_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"KVPROXY_RETRY_MAX_WAIT", c.RetryMaxWait},
+	}
+	for _, d := range positive {
+		if d.d <= 0 {
+			add("%s: %q must be greater than zero", d.name, d.d.String())
+		}
+	}
+	if c.APIVersion == "" || strings.ContainsAny(c.APIVersion, "&#?= /") {
+		add("KVPROXY_API_VERSION: %q is not an api-version (e.g. 7.5)", c.APIVersion)
+	}
+	if c.MaxBodyBytes < 0 {
+		add("KVPROXY_MAX_BODY_BYTES: %d must not be negative", c.MaxBodyBytes)
+	}
+	if c.RetryMax < 0 || c.RetryMax > 10 {
+		add("KVPROXY_RETRY_MAX: %d must be between 0 and 10", c.RetryMax)
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		add("KVPROXY_LOG_LEVEL: %v", err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		add("KVPROXY_LOG_FORMAT: %q is not json or text", c.LogFormat)
+	}
+	return p
+}
+
+// ParseVaultURL checks a vault URL: https, a host, no user info, query or
+// fragment, and no path beyond "/". It returns the URL with an empty path.
+func ParseVaultURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL", raw)
+	}
+	switch {
+	case u.Scheme == "http":
+		return nil, fmt.Errorf("%q uses http://; the token would cross the network in clear text, use https://", raw)
+	case u.Scheme != "https":
+		return nil, fmt.Errorf("%q must start with https://", raw)
+	case u.Host == "" || u.Hostname() == "":
+		return nil, fmt.Errorf("%q has no host", raw)
+	case u.User != nil:
+		return nil, fmt.Errorf("%q must not carry user information", raw)
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return nil, fmt.Errorf("%q must not carry a query or fragment", raw)
+	case u.Path != "" && u.Path != "/":
+		return nil, fmt.Errorf("%q must not carry a path; kvproxy forwards the client's path", raw)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q has an invalid port", raw)
+		}
+	}
+	return &url.URL{Scheme: "https", Host: strings.ToLower(u.Host)}, nil
+}
+
+// UnixSocketPath returns the socket path of a unix:// listen address.
+func UnixSocketPath(addr string) (string, bool) {
+	p, ok := strings.CutPrefix(addr, "unix://")
+	return p, ok
+}
+
+func validateListen(addr string, unixAllowed bool) error {
+	if p, ok := UnixSocketPath(addr); ok {
+		if !unixAllowed {
+			return fmt.Errorf("%q: unix sockets are not supported here (the kubelet and Prometheus need TCP)", addr)
+		}
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("%q: the socket path must be absolute (unix:///path/kvproxy.sock)", addr)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has an invalid port", addr)
+	}
+	_ = host
+	return nil
+}
+
+// ParseLogLevel maps KVPROXY_LOG_LEVEL to a slog level.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+}
+
+// Scope returns the token scope: KVPROXY_TOKEN_SCOPE, or the one derived from
+// the vault host. Call it only on a validated Config.
+func (c *Config) Scope() (scope string, explicit bool) {
+	if c.TokenScope != "" {
+		return c.TokenScope, true
+	}
+	u, _ := ParseVaultURL(c.VaultURL)
+	s, _ := auth.ScopeForVaultHost(u.Hostname())
+	return s, false
+}
+
+// EffectiveCredential resolves KVPROXY_CREDENTIAL=auto to a concrete kind.
+func (c *Config) EffectiveCredential() string {
+	if c.Credential != CredentialAuto {
+		return c.Credential
+	}
+	switch {
+	case c.AzureFederatedTokenFile != "":
+		return CredentialWorkloadIdentity
+	case c.AzureClientSecret != "":
+		return CredentialClientSecret
+	default:
+		return CredentialManagedIdentity
+	}
+}
+
+// Variable describes one environment variable for help output and for tests
+// (the Helm chart's tests derive the variable list from here).
+type Variable struct {
+	Name        string
+	Default     string
+	Description string
+	// SDK is true for variables read by the Azure SDK rather than defined
+	// by kvproxy.
+	SDK bool
+}
+
+// Variables lists every variable in declaration order.
+func Variables() []Variable {
+	t := reflect.TypeFor[Config]()
+	var out []Variable
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if d, ok := f.Tag.Lookup("desc"); ok {
+			out = append(out, Variable{Name: name, Default: f.Tag.Get("envDefault"), Description: d})
+		} else if d, ok := f.Tag.Lookup("sdk"); ok {
+			out = append(out, Variable{Name: name, Description: d, SDK: true})
+		}
+	}
+	return out
+}
+
+// KvproxyVariableNames returns the sorted KVPROXY_* variable names.
+func KvproxyVariableNames() []string {
+	var names []string
+	for _, v := range Variables() {
+		if !v.SDK {
+			names = append(names, v.Name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
