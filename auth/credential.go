@@ -1,0 +1,115 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+)
+
+// Credential kinds (the values of KVPROXY_CREDENTIAL other than auto).
+const (
+	KindManagedIdentity  = "managed-identity"
+	KindWorkloadIdentity = "workload-identity"
+	KindClientSecret     = "client-secret"
+	KindAzureCLI         = "azure-cli"
+)
+
+// CredentialOptions select and configure an azidentity credential.
+type CredentialOptions struct {
+	Kind          string
+	ClientID      string // user-assigned identity / app registration
+	TenantID      string // workload identity, client secret
+	TokenFile     string // workload identity: the federated token file
+	ClientSecret  string // client secret; never logged
+	AuthorityHost string // https authority for workload identity / client secret ("" = public cloud or AZURE_AUTHORITY_HOST)
+	// IdentityEndpoint is informational: managed identity reads
+	// IDENTITY_ENDPOINT itself. It only names the source in Description.
+	IdentityEndpoint string
+	// ClientOptions go to the credential (tests set Transport here).
+	ClientOptions azcore.ClientOptions
+	// DisableInstanceDiscovery skips Entra's instance discovery (needed for
+	// private or stand-in authorities).
+	DisableInstanceDiscovery bool
+}
+
+// NewCredential builds the azidentity credential o asks for, and a
+// description of it (for the start-up log) that holds no secret.
+func NewCredential(o CredentialOptions) (azcore.TokenCredential, string, error) {
+	co := o.ClientOptions
+	if o.AuthorityHost != "" {
+		co.Cloud.ActiveDirectoryAuthorityHost = o.AuthorityHost
+	}
+	switch o.Kind {
+	case KindManagedIdentity:
+		opts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: co}
+		desc := "managed identity (system-assigned"
+		if o.ClientID != "" {
+			opts.ID = azidentity.ClientID(o.ClientID)
+			desc = "managed identity (user-assigned, client ID " + o.ClientID
+		}
+		if o.IdentityEndpoint != "" {
+			desc += ", endpoint " + o.IdentityEndpoint + ")"
+		} else {
+			desc += ", IMDS)"
+		}
+		cred, err := azidentity.NewManagedIdentityCredential(opts)
+		return cred, desc, err
+	case KindWorkloadIdentity:
+		var problems []error
+		if o.ClientID == "" {
+			problems = append(problems, errors.New("workload identity needs a client ID: set AZURE_CLIENT_ID or KVPROXY_IDENTITY_CLIENT_ID"))
+		}
+		if o.TenantID == "" {
+			problems = append(problems, errors.New("workload identity needs AZURE_TENANT_ID"))
+		}
+		if o.TokenFile == "" {
+			problems = append(problems, errors.New("workload identity needs AZURE_FEDERATED_TOKEN_FILE"))
+		}
+		if len(problems) > 0 {
+			return nil, "", errors.Join(problems...)
+		}
+		cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+			ClientOptions: co, ClientID: o.ClientID, TenantID: o.TenantID, TokenFilePath: o.TokenFile,
+			DisableInstanceDiscovery: o.DisableInstanceDiscovery,
+			// The vault's tenant, learned from its verified challenge, is
+			// passed per request (as the Key Vault SDKs do).
+			AdditionallyAllowedTenants: []string{"*"},
+		})
+		return cred, fmt.Sprintf("workload identity (tenant %s, client ID %s, token file %s)", o.TenantID, o.ClientID, o.TokenFile), err
+	case KindClientSecret:
+		var problems []error
+		if o.ClientID == "" {
+			problems = append(problems, errors.New("client-secret needs AZURE_CLIENT_ID or KVPROXY_IDENTITY_CLIENT_ID"))
+		}
+		if o.TenantID == "" {
+			problems = append(problems, errors.New("client-secret needs AZURE_TENANT_ID"))
+		}
+		if o.ClientSecret == "" {
+			problems = append(problems, errors.New("client-secret needs AZURE_CLIENT_SECRET"))
+		}
+		if len(problems) > 0 {
+			return nil, "", errors.Join(problems...)
+		}
+		cred, err := azidentity.NewClientSecretCredential(o.TenantID, o.ClientID, o.ClientSecret,
+			&azidentity.ClientSecretCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: o.DisableInstanceDiscovery,
+				AdditionallyAllowedTenants: []string{"*"}})
+		return cred, fmt.Sprintf("client secret (tenant %s, client ID %s)", o.TenantID, o.ClientID), err
+	case KindAzureCLI:
+		opts := &azidentity.AzureCLICredentialOptions{TenantID: o.TenantID}
+		cred, err := azidentity.NewAzureCLICredential(opts)
+		return cred, "Azure CLI (az account get-access-token)", err
+	}
+	return nil, "", fmt.Errorf("unknown credential kind %q", o.Kind)
+}
+
+// CheckTokenFile reports a missing or unreadable federated token file early,
+// with the fix, instead of on the first token fetch.
+func CheckTokenFile(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("AZURE_FEDERATED_TOKEN_FILE %s: %w (is the pod labelled azure.workload.identity/use: \"true\"?)", path, err)
+	}
+	return nil
+}

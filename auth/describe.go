@@ -1,0 +1,167 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"syscall"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+)
+
+// describe turns a credential error into a TokenError whose Detail a user
+// can act on. Response bodies are summarised, never copied whole, and
+// anything shaped like a token is redacted.
+// Describe turns a credential error into a [TokenError] whose Detail a user
+// can act on.
+func Describe(err error) *TokenError { return describe(err) }
+
+func describe(err error) *TokenError {
+	var te *TokenError
+	if errors.As(err, &te) {
+		return te
+	}
+	var afe *azidentity.AuthenticationFailedError
+	if errors.As(err, &afe) && afe.RawResponse != nil {
+		return describeResponse(afe.RawResponse, err)
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return &TokenError{Reason: ReasonTimeout, Err: err,
+			Detail: "the identity endpoint did not answer in time; check that it is reachable from this pod or machine"}
+	case errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "no token file specified"):
+		return &TokenError{Reason: ReasonTokenFile, Err: err,
+			Detail: "the federated token file (AZURE_FEDERATED_TOKEN_FILE) is missing: label the pod azure.workload.identity/use=\"true\" and annotate its service account with azure.workload.identity/client-id"}
+	case isConnError(err):
+		return &TokenError{Reason: ReasonUnreachable, Err: err,
+			Detail: "the identity endpoint is unreachable (" + connSummary(err) + "): on Azure check that a managed identity is enabled and that no network policy blocks 169.254.169.254; elsewhere set IDENTITY_ENDPOINT or use workload identity"}
+	}
+	msg := firstLine(redact(err.Error()))
+	reason := ReasonCredentialErr
+	if strings.Contains(msg, "unavailable") || strings.Contains(msg, "no managed identity") {
+		reason = ReasonUnavailable
+	}
+	return &TokenError{Reason: reason, Err: err, Detail: "the credential failed: " + msg}
+}
+
+func describeResponse(resp *http.Response, err error) *TokenError {
+	endpoint := "the identity endpoint"
+	if resp.Request != nil && resp.Request.URL != nil {
+		u := resp.Request.URL
+		endpoint = u.Scheme + "://" + u.Host + u.Path
+	}
+	summary := summarizeBody(resp)
+	te := &TokenError{Reason: ReasonRejected, Err: err}
+	switch {
+	case resp.StatusCode == http.StatusBadRequest && (strings.Contains(summary, "Identity not found") ||
+		strings.Contains(summary, "No User Assigned") || strings.Contains(summary, "identity not found")):
+		te.Reason = ReasonNotAssigned
+		te.Detail = endpoint + " answered 400: the managed identity is not assigned to this resource (" + summary + "); assign it, or fix KVPROXY_IDENTITY_CLIENT_ID"
+		return te
+	case strings.Contains(summary, "AADSTS700213") || strings.Contains(summary, "AADSTS70021"):
+		te.Detail = endpoint + " rejected the workload identity (" + summary + "): add a federated credential for this service account's issuer and subject to the identity"
+		return te
+	case strings.Contains(summary, "AADSTS7000215"):
+		te.Detail = endpoint + " rejected the client secret (" + summary + "): the secret is wrong or expired"
+		return te
+	case strings.Contains(summary, "AADSTS90002"):
+		te.Detail = endpoint + " does not know the tenant (" + summary + "): check AZURE_TENANT_ID"
+		return te
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		te.Reason = ReasonUnavailable
+	}
+	te.Detail = endpoint + " answered " + resp.Status
+	if summary != "" {
+		te.Detail += ": " + summary
+	}
+	return te
+}
+
+// summarizeBody extracts the error code and first line of the description
+// from an identity endpoint's JSON error body.
+func summarizeBody(resp *http.Response) string {
+	body, err := runtime.Payload(resp)
+	if err != nil || len(body) == 0 {
+		return ""
+	}
+	var v struct {
+		Error       any    `json:"error"`
+		Description string `json:"error_description"`
+		Message     string `json:"message"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return truncate(firstLine(redact(string(body))), 200)
+	}
+	var parts []string
+	switch e := v.Error.(type) {
+	case string:
+		parts = append(parts, e)
+	case map[string]any:
+		if code, ok := e["code"].(string); ok {
+			parts = append(parts, code)
+		}
+		if m, ok := e["message"].(string); ok {
+			parts = append(parts, m)
+		}
+	}
+	if v.Description != "" {
+		parts = append(parts, v.Description)
+	}
+	if v.Message != "" {
+		parts = append(parts, v.Message)
+	}
+	return truncate(firstLine(redact(strings.Join(parts, ": "))), 300)
+}
+
+func isConnError(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
+	return errors.As(err, &op) || errors.As(err, &dns) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}
+
+func connSummary(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to host"
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return "DNS lookup of " + dns.Name + " failed"
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Op + ": " + op.Err.Error()
+	}
+	return "network error"
+}
+
+// jwtLike matches anything that could be a bearer token: three base64url
+// segments, or a long opaque run.
+var jwtLike = regexp.MustCompile(`eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*\.?[A-Za-z0-9_\-]*|[A-Za-z0-9_\-+/=]{80,}`)
+
+// redact replaces token-shaped substrings with [REDACTED].
+func redact(s string) string { return jwtLike.ReplaceAllString(s, "[REDACTED]") }
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
