@@ -1,0 +1,274 @@
+package azfake
+
+import (
+	"cmp"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Identity is a principal the fakes issue tokens for.
+type Identity struct {
+	ObjectID string // oid
+	AppID    string // appid (the client id)
+	// ResourceID is the ARM id of a managed identity, optional: it goes into
+	// xms_mirid and selects a user-assigned identity by mi_res_id.
+	ResourceID string
+}
+
+// IdentityOptions configure an [IdentityServer].
+type IdentityOptions struct {
+	// Header is the expected X-IDENTITY-HEADER value; default "kvproxy-dev-header".
+	Header string
+	// TenantID is the tenant of the identities; default DefaultTenantID.
+	TenantID string
+	// Identity is the system-assigned identity; default ObjectID
+	// DefaultObjectID and AppID DefaultAppID.
+	Identity Identity
+	// UserAssigned are the user-assigned identities by client id. A request
+	// naming an identity (client_id, principal_id, object_id or mi_res_id)
+	// not in here gets 400.
+	UserAssigned map[string]Identity
+	// Lifetime is the token lifetime; default 24h.
+	Lifetime time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// IdentityServer is the managed identity endpoint of App Service and Azure
+// Functions (api-version 2019-08-01): what azidentity's
+// ManagedIdentityCredential calls when IDENTITY_ENDPOINT and IDENTITY_HEADER
+// are set. It answers token requests on any path. It is safe for concurrent
+// use.
+type IdentityServer struct {
+	o   IdentityOptions
+	srv server
+
+	mu       sync.Mutex
+	requests int
+	issued   int
+	waiting  int
+	down     bool
+	lifetime time.Duration
+	gate     chan struct{} // non-nil while held; closed on release
+}
+
+// NewIdentityServer returns an identity endpoint.
+func NewIdentityServer(o IdentityOptions) *IdentityServer {
+	if o.Header == "" {
+		o.Header = "kvproxy-dev-header"
+	}
+	if o.TenantID == "" {
+		o.TenantID = DefaultTenantID
+	}
+	if o.Identity == (Identity{}) {
+		o.Identity = defaultIdentity
+	}
+	if o.Lifetime <= 0 {
+		o.Lifetime = 24 * time.Hour
+	}
+	o.Now = orNow(o.Now)
+	return &IdentityServer{o: o, lifetime: o.Lifetime}
+}
+
+// Start serves plain HTTP on 127.0.0.1:0, or on addr when it is not empty, and
+// returns the endpoint URL for IDENTITY_ENDPOINT, "http://127.0.0.1:PORT/msi/token".
+func (s *IdentityServer) Start(addr string) (string, error) {
+	base, err := s.srv.start(s, addr, nil)
+	if err != nil {
+		return "", err
+	}
+	return base + "/msi/token", nil
+}
+
+// Close stops a server started with Start.
+func (s *IdentityServer) Close() error { return s.srv.close() }
+
+// Requests returns the number of token requests received, failed ones included.
+func (s *IdentityServer) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+// Issued returns the number of tokens issued.
+func (s *IdentityServer) Issued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.issued
+}
+
+// SetDown makes the endpoint answer every token request with App Service's
+// 500 while down is true.
+func (s *IdentityServer) SetDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
+}
+
+// SetLifetime sets the lifetime of the tokens issued from now on.
+func (s *IdentityServer) SetLifetime(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lifetime = d
+}
+
+// Hold makes token requests block, before they are otherwise handled, until
+// release is called or their context ends; [IdentityServer.Waiting] counts
+// them. Calling release more than once is harmless.
+func (s *IdentityServer) Hold() (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gate == nil {
+		s.gate = make(chan struct{})
+	}
+	gate := s.gate
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.gate == gate {
+				s.gate = nil
+			}
+			close(gate)
+		})
+	}
+}
+
+// Waiting returns the number of token requests currently blocked by Hold.
+func (s *IdentityServer) Waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiting
+}
+
+// msiError is the App Service identity endpoint's error body.
+type msiError struct {
+	StatusCode    int    `json:"statusCode"`
+	Message       string `json:"message"`
+	CorrelationID string `json:"correlationId,omitempty"`
+}
+
+// msiToken is the App Service identity endpoint's token body. expires_on is
+// a string of unix seconds, as App Service sends it.
+type msiToken struct {
+	AccessToken string `json:"access_token"`
+	ExpiresOn   string `json:"expires_on"`
+	Resource    string `json:"resource"`
+	TokenType   string `json:"token_type"`
+	ClientID    string `json:"client_id"`
+}
+
+// ServeHTTP implements the token endpoint.
+func (s *IdentityServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.requests++
+	gate := s.gate
+	if gate != nil {
+		s.waiting++
+	}
+	s.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+		}
+		s.mu.Lock()
+		s.waiting--
+		s.mu.Unlock()
+		if r.Context().Err() != nil {
+			return
+		}
+	}
+
+	s.mu.Lock()
+	down, lifetime := s.down, s.lifetime
+	s.mu.Unlock()
+
+	// Wording of the 500 as captured from App Service (its typo included);
+	// of the header, api-version and resource 400s made up.
+	if down {
+		writeJSON(w, http.StatusInternalServerError, msiError{500, "An unexpected error occured while fetching the AAD Token.", uuid.NewString()})
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeJSON(w, http.StatusMethodNotAllowed, msiError{405, "The requested resource does not support http method '" + r.Method + "'.", uuid.NewString()})
+		return
+	}
+	if r.Header.Get("X-IDENTITY-HEADER") != s.o.Header {
+		writeJSON(w, http.StatusBadRequest, msiError{400, "The X-IDENTITY-HEADER header is missing or invalid.", uuid.NewString()})
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("api-version") != "2019-08-01" {
+		writeJSON(w, http.StatusBadRequest, msiError{400, "The api-version parameter is missing or not supported; use 2019-08-01.", uuid.NewString()})
+		return
+	}
+	resource := q.Get("resource")
+	if resource == "" {
+		writeJSON(w, http.StatusBadRequest, msiError{400, "The resource parameter is missing.", uuid.NewString()})
+		return
+	}
+	id, ok := s.identity(q.Get("client_id"), cmp.Or(q.Get("principal_id"), q.Get("object_id")), q.Get("mi_res_id"))
+	if !ok {
+		// As captured from App Service: no correlationId in this one.
+		writeJSON(w, http.StatusBadRequest, msiError{StatusCode: 400, Message: "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/PrincipalId."})
+		return
+	}
+
+	now := s.o.Now()
+	exp := now.Add(lifetime)
+	tok := MintToken(TokenClaims{
+		TenantID:     s.o.TenantID,
+		ObjectID:     id.ObjectID,
+		AppID:        id.AppID,
+		Audience:     resource,
+		IssuedAt:     now,
+		NotBefore:    now,
+		ExpiresAt:    exp,
+		MIResourceID: id.ResourceID,
+	})
+	s.mu.Lock()
+	s.issued++
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, msiToken{
+		AccessToken: tok,
+		ExpiresOn:   strconv.FormatInt(exp.Unix(), 10),
+		Resource:    resource,
+		TokenType:   "Bearer",
+		ClientID:    id.AppID,
+	})
+}
+
+// identity picks the system-assigned identity, or the user-assigned one the
+// first non-empty selector names. A user-assigned identity without an AppID
+// takes its map key.
+func (s *IdentityServer) identity(clientID, objectID, resourceID string) (Identity, bool) {
+	if clientID == "" && objectID == "" && resourceID == "" {
+		return s.o.Identity, true
+	}
+	for c, id := range s.o.UserAssigned {
+		if id.AppID == "" {
+			id.AppID = c
+		}
+		var match bool
+		switch {
+		case clientID != "":
+			match = strings.EqualFold(c, clientID)
+		case objectID != "":
+			match = strings.EqualFold(id.ObjectID, objectID)
+		default:
+			match = strings.EqualFold(id.ResourceID, resourceID)
+		}
+		if match {
+			return id, true
+		}
+	}
+	return Identity{}, false
+}
