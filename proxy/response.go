@@ -1,0 +1,112 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// maxDiagnosedBody bounds how much of a 401/403 body kvproxy reads to
+// explain it. Key Vault's error bodies are a few hundred bytes.
+const maxDiagnosedBody = 1 << 20
+
+// modifyResponse attaches a diagnosis to 401 and 403 answers: the header
+// X-Kvproxy-Diagnosis, a "kvproxy" member beside the vault's "error" when
+// the body is a JSON object, a WARN log line and a metric.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	if resp.StatusCode == http.StatusOK {
+		return p.rewriteNextLink(resp)
+	}
+	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+		return nil
+	}
+	if c := resp.Header.Values("WWW-Authenticate"); len(c) > 0 && resp.StatusCode == http.StatusUnauthorized && p.o.OnChallenge != nil {
+		p.o.OnChallenge(strings.Join(c, ", "))
+	}
+	st := stateOf(resp.Request.Context())
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDiagnosedBody+1))
+	complete := err == nil && len(body) <= maxDiagnosedBody
+	in := DiagnoseInput{
+		Status: resp.StatusCode, Header: resp.Header, Body: body,
+		Method: resp.Request.Method, Path: resp.Request.URL.Path,
+		Vault: p.vault, Scope: p.o.Scope, Now: p.o.Clock.Now(),
+	}
+	if p.o.VaultTenant != nil {
+		in.VaultTenantID = p.o.VaultTenant()
+	}
+	if st != nil && st.token != "" && p.o.Inspect != nil {
+		info := p.o.Inspect(st.token)
+		in.Identity, in.TokenExpiresAt, in.TokenNotBefore = info.Identity, info.ExpiresAt, info.NotBefore
+	}
+	d := Diagnose(in)
+	if d != nil && complete {
+		if enriched, ok := EnrichBody(body, d); ok {
+			body = enriched
+		}
+	}
+	if complete {
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	} else {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+	}
+	if d == nil {
+		return nil
+	}
+	resp.Header.Set(HeaderDiagnosis, d.Code)
+	p.countDiagnosis(d.Code)
+	attrs := []slog.Attr{
+		slog.String("diagnosis", d.Code), slog.String("detail", d.Detail),
+		slog.Int("status", resp.StatusCode), slog.String("method", in.Method), slog.String("path", in.Path),
+		slog.String("vault", d.Vault), slog.String("requestId", d.RequestID),
+		slog.String("tid", d.Identity.TenantID), slog.String("oid", d.Identity.ObjectID), slog.String("appid", d.Identity.AppID),
+	}
+	if d.VaultCode != "" {
+		attrs = append(attrs, slog.String("vaultCode", d.VaultCode))
+	}
+	if d.Fix != "" {
+		attrs = append(attrs, slog.String("fix", d.Fix))
+	}
+	p.o.Logger.LogAttrs(resp.Request.Context(), slog.LevelWarn, "vault refused the request", attrs...)
+	return nil
+}
+
+// maxListBody bounds the list bodies whose nextLink is rewritten; Key Vault
+// pages hold at most 25 items.
+const maxListBody = 4 << 20
+
+// rewriteNextLink points a list page's nextLink back at kvproxy, so a client
+// that follows it stays on the proxy (the vault's own URL would answer 401
+// to a client without a token). Only the vault's own origin is rewritten.
+func (p *Proxy) rewriteNextLink(resp *http.Response) error {
+	st := stateOf(resp.Request.Context())
+	if st == nil || st.inboundHost == "" || resp.Request.Method != http.MethodGet ||
+		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") ||
+		resp.ContentLength > maxListBody || resp.Header.Get("Content-Encoding") != "" {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
+	if err != nil || len(body) > maxListBody {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		return nil
+	}
+	resp.Body.Close()
+	if bytes.Contains(body, []byte(`"nextLink"`)) {
+		body = p.nextLinkRE.ReplaceAll(body, []byte(`${1}http://`+st.inboundHost+`/`))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	return nil
+}

@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// upstream is the reverse proxy's transport: it injects the token, sends the
+// request to the vault, and retries what is safe to retry. The request's
+// body was buffered by ServeHTTP, so every attempt sends it whole.
+type upstream struct{ p *Proxy }
+
+// Retry reasons, the values of kvproxy_upstream_retries_total{reason}.
+const (
+	retryUnauthorized = "unauthorized"
+	retryThrottled    = "throttled"
+	retryUnavailable  = "unavailable"
+)
+
+func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	p := u.p
+	ctx := req.Context()
+	st := stateOf(ctx)
+	if st == nil {
+		st = &requestState{}
+	}
+	tok, err := p.o.Tokens.Token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	renewed := false
+	for attempt := 0; ; attempt++ {
+		// A RoundTripper must not modify its request: send a copy.
+		out := req.Clone(ctx)
+		if attempt > 0 && st.body != nil {
+			out.Body = io.NopCloser(bytes.NewReader(st.body))
+		}
+		out.Header.Set("Authorization", "Bearer "+tok.Token)
+		st.token = tok.Token
+		start := p.o.Clock.Now()
+		resp, err := p.o.Transport.RoundTrip(out)
+		if m := p.o.Metrics; m != nil {
+			m.UpstreamDuration.Observe(p.o.Clock.Now().Sub(start).Seconds())
+		}
+		if err != nil {
+			return nil, err
+		}
+		st.requestID = resp.Header.Get("x-ms-request-id")
+
+		switch {
+		case resp.StatusCode == http.StatusUnauthorized && !renewed && p.o.Renewer != nil:
+			// The vault rejected the token: it was revoked, or a claims
+			// challenge (CAE) asks for a new one. Get another and try once.
+			renewed = true
+			challenge := strings.Join(resp.Header.Values("WWW-Authenticate"), ", ")
+			next, rerr := p.o.Renewer.Renew(ctx, tok.Token, challenge)
+			if rerr != nil {
+				return resp, nil // diagnose the vault's 401 as it is
+			}
+			discard(resp)
+			p.countRetry(retryUnauthorized)
+			tok = next
+			continue
+		case attempt < p.o.RetryMax && retryable(req.Method, resp.StatusCode):
+			wait := p.retryWait(resp.Header.Get("Retry-After"), attempt)
+			if dl, ok := ctx.Deadline(); ok && p.o.Clock.Now().Add(wait).After(dl) {
+				return resp, nil // no time left to wait: the client gets the 429/503
+			}
+			discard(resp)
+			reason := retryThrottled
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				reason = retryUnavailable
+			}
+			p.countRetry(reason)
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-p.o.Clock.After(wait):
+			}
+			continue
+		}
+		return resp, nil
+	}
+}
+
+// retryable: 429 means the vault refused before doing anything, so any
+// method may be sent again. 503 may come after the work was done, so only
+// GET and HEAD are retried (a retried PUT would create a second secret
+// version; a retried DELETE could answer 404 for a delete that succeeded).
+func retryable(method string, status int) bool {
+	switch status {
+	case http.StatusTooManyRequests:
+		return true
+	case http.StatusServiceUnavailable:
+		return method == http.MethodGet || method == http.MethodHead
+	}
+	return false
+}
+
+// retryWait honours Retry-After up to RetryMaxWait; without one it backs off
+// exponentially from 500ms with full jitter.
+func (p *Proxy) retryWait(retryAfter string, attempt int) time.Duration {
+	if d, ok := ParseRetryAfter(retryAfter, p.o.Clock.Now()); ok {
+		return min(d, p.o.RetryMaxWait)
+	}
+	d := min(500*time.Millisecond<<attempt, p.o.RetryMaxWait)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (p *Proxy) countRetry(reason string) {
+	if p.o.Metrics != nil {
+		p.o.Metrics.UpstreamRetries.WithLabelValues(reason).Inc()
+	}
+}
+
+// ParseRetryAfter reads a Retry-After value: delay seconds or an HTTP date.
+// It reports false for an absent or malformed value.
+func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		if n > 86400 {
+			n = 86400
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		d := t.Sub(now)
+		return max(d, 0), true
+	}
+	return 0, false
+}
+
+// discard drains a little of a response body so the connection can be
+// reused, and closes it.
+func discard(resp *http.Response) {
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) //nolint:errcheck
+	resp.Body.Close()
+}
