@@ -27,10 +27,10 @@ import (
 // Credential kinds accepted by KVPROXY_CREDENTIAL.
 const (
 	CredentialAuto             = "auto"
-	CredentialManagedIdentity  = "managed-identity"
-	CredentialWorkloadIdentity = "workload-identity"
-	CredentialClientSecret     = "client-secret"
-	CredentialAzureCLI         = "azure-cli"
+	CredentialManagedIdentity  = auth.KindManagedIdentity
+	CredentialWorkloadIdentity = auth.KindWorkloadIdentity
+	CredentialClientSecret     = auth.KindClientSecret
+	CredentialAzureCLI         = auth.KindAzureCLI
 )
 
 // Secret holds a sensitive value. It never prints its contents through fmt,

@@ -1,0 +1,39 @@
+# kvproxy — `make test` is the test command CI runs (.ci/run).
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X github.com/kvproxy/kvproxy/internal/version.Version=$(VERSION) -X github.com/kvproxy/kvproxy/internal/version.Commit=$(COMMIT)
+
+.PHONY: all build test test-unit lint fuzz bench dev clean
+
+all: lint test
+
+build: ## static binary in bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kvproxy ./cmd/kvproxy
+
+test: test-unit ## everything CI runs
+
+test-unit: ## go vet, then the whole suite with the race detector
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+lint: ## gofmt, vet, staticcheck (installed from the Go module proxy)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+fuzz: ## run every fuzz target briefly
+	@for pkg in ./auth ./proxy; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 15s $$pkg || exit 1; \
+	  done; \
+	done
+
+bench: ## hot-path benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./auth ./proxy
+
+dev: ## the local playground
+	$(GO) run ./cmd/kvproxy dev
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,40 @@
+package app
+
+import (
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+
+	"github.com/kvproxy/kvproxy/internal/config"
+)
+
+// newLogger returns the process logger. As a last line of defence it
+// redacts attributes named like credentials and any value shaped like a
+// JWT; kvproxy's own code never logs either.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	lvl, err := config.ParseLogLevel(level)
+	if err != nil {
+		lvl = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: redactAttr}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+var tokenShape = regexp.MustCompile(`eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*`)
+
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch strings.ToLower(a.Key) {
+	case "authorization", "token", "access_token", "accesstoken", "client_secret", "clientsecret", "secret", "value":
+		return slog.String(a.Key, "[REDACTED]")
+	}
+	if a.Value.Kind() == slog.KindString {
+		if s := a.Value.String(); strings.Contains(s, "eyJ") {
+			return slog.String(a.Key, tokenShape.ReplaceAllString(s, "[REDACTED]"))
+		}
+	}
+	return a
+}
