@@ -244,7 +244,7 @@ func diagnoseForbidden(d *Diagnosis, in DiagnoseInput, ve diagVaultError) {
 	name := diagVaultName(in.Vault, msg)
 	netInfo := ParseNetworkInfo(diagHeader(in.Header, "x-ms-keyvault-network-info"))
 	switch {
-	case is("ForbiddenByFirewall") || strings.Contains(lmsg, "client address is not authorized"):
+	case is("ForbiddenByFirewall") || strings.Contains(lmsg, "client address") && strings.Contains(lmsg, "is not authorized"):
 		d.Code = DiagForbiddenByFirewall
 		diagMergeCaller(d, msg)
 		diagFirewall(d, netInfo, msg, name)

@@ -94,7 +94,7 @@ func Check(ctx context.Context, cfg *config.Config, d Deps) (*CheckReport, error
 		Kind: kind, ClientID: cfg.IdentityClientID, TenantID: cfg.AzureTenantID,
 		TokenFile: cfg.AzureFederatedTokenFile, ClientSecret: string(cfg.AzureClientSecret),
 		AuthorityHost: cfg.AzureAuthorityHost, IdentityEndpoint: cfg.IdentityEndpoint,
-		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: d.DisableInstanceDiscovery,
+		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
 	})
 	if err != nil {
 		return nil, &config.Error{Problems: []string{"KVPROXY_CREDENTIAL=" + kind + ": " + err.Error()}}

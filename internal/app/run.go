@@ -32,9 +32,6 @@ import (
 type Deps struct {
 	// ClientOptions go to the azidentity credential (e.g. a Transport).
 	ClientOptions azcore.ClientOptions
-	// DisableInstanceDiscovery for workload identity / client secret
-	// against a private authority.
-	DisableInstanceDiscovery bool
 	// RootCAs trusted toward the vault; nil means the system roots.
 	RootCAs *x509.CertPool
 	Clock   clock.Clock
@@ -58,7 +55,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		Kind: kind, ClientID: cfg.IdentityClientID, TenantID: cfg.AzureTenantID,
 		TokenFile: cfg.AzureFederatedTokenFile, ClientSecret: string(cfg.AzureClientSecret),
 		AuthorityHost: cfg.AzureAuthorityHost, IdentityEndpoint: cfg.IdentityEndpoint,
-		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: d.DisableInstanceDiscovery,
+		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
 	})
 	if err != nil {
 		return &config.Error{Problems: []string{"KVPROXY_CREDENTIAL=" + kind + ": " + err.Error()}}

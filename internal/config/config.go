@@ -54,23 +54,24 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 // Config is kvproxy's whole configuration. Fields tagged `desc` are listed by
 // `kvproxy -h`; the Azure SDK variables kvproxy consults are listed too.
 type Config struct {
-	VaultURL              string        `env:"KVPROXY_VAULT_URL" desc:"Vault to forward to: https://<name>.vault.azure.net (any https URL; http:// is refused). Required."`
-	ListenAddr            string        `env:"KVPROXY_LISTEN_ADDR" envDefault:"127.0.0.1:8380" desc:"Proxy listener: host:port, or unix:///path/kvproxy.sock for a unix socket (created 0660, a stale socket file is replaced)."`
-	AdminAddr             string        `env:"KVPROXY_ADMIN_ADDR" envDefault:"127.0.0.1:8381" desc:"Admin listener serving /healthz, /readyz and /metrics."`
-	Credential            string        `env:"KVPROXY_CREDENTIAL" envDefault:"auto" desc:"auto, managed-identity, workload-identity, client-secret or azure-cli. auto: workload identity when AZURE_FEDERATED_TOKEN_FILE is set, client secret when AZURE_CLIENT_SECRET is set, else managed identity."`
-	IdentityClientID      string        `env:"KVPROXY_IDENTITY_CLIENT_ID" desc:"Client ID of a user-assigned managed identity (or of the workload identity / app registration). Defaults to AZURE_CLIENT_ID when that is set."`
-	TokenScope            string        `env:"KVPROXY_TOKEN_SCOPE" desc:"Token scope. Derived from the vault host suffix (public, China, US Gov clouds, Managed HSM); required when the host has no known suffix. Setting it skips challenge verification."`
-	RefreshBefore         time.Duration `env:"KVPROXY_REFRESH_BEFORE" envDefault:"5m" desc:"Start refreshing the token this long before it expires (at most half its lifetime)."`
-	UpstreamTimeout       time.Duration `env:"KVPROXY_UPSTREAM_TIMEOUT" envDefault:"30s" desc:"Deadline for one request to the vault, retries included."`
-	APIVersion            string        `env:"KVPROXY_API_VERSION" envDefault:"7.5" desc:"api-version added to requests that carry none."`
-	RequireMetadataHeader bool          `env:"KVPROXY_REQUIRE_METADATA_HEADER" envDefault:"true" desc:"Refuse requests without the header 'Metadata: true' (blocks server-side request forgery through the app)."`
-	ReadOnly              bool          `env:"KVPROXY_READ_ONLY" envDefault:"false" desc:"Refuse every method but GET and HEAD."`
-	MaxBodyBytes          int64         `env:"KVPROXY_MAX_BODY_BYTES" envDefault:"1048576" desc:"Largest request body forwarded; larger bodies get 413."`
-	ShutdownTimeout       time.Duration `env:"KVPROXY_SHUTDOWN_TIMEOUT" envDefault:"20s" desc:"How long in-flight requests may drain after SIGTERM or SIGINT."`
-	RetryMax              int           `env:"KVPROXY_RETRY_MAX" envDefault:"2" desc:"Retries of GET and HEAD requests the vault answered 429 or 503 (0 disables)."`
-	RetryMaxWait          time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
-	LogLevel              string        `env:"KVPROXY_LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error. debug logs one line per proxied request."`
-	LogFormat             string        `env:"KVPROXY_LOG_FORMAT" envDefault:"json" desc:"json, or text for humans."`
+	VaultURL                 string        `env:"KVPROXY_VAULT_URL" desc:"Vault to forward to: https://<name>.vault.azure.net (any https URL; http:// is refused). Required."`
+	ListenAddr               string        `env:"KVPROXY_LISTEN_ADDR" envDefault:"127.0.0.1:8380" desc:"Proxy listener: host:port, or unix:///path/kvproxy.sock for a unix socket (created 0660, a stale socket file is replaced)."`
+	AdminAddr                string        `env:"KVPROXY_ADMIN_ADDR" envDefault:"127.0.0.1:8381" desc:"Admin listener serving /healthz, /readyz and /metrics."`
+	Credential               string        `env:"KVPROXY_CREDENTIAL" envDefault:"auto" desc:"auto, managed-identity, workload-identity, client-secret or azure-cli. auto: workload identity when AZURE_FEDERATED_TOKEN_FILE is set, client secret when AZURE_CLIENT_SECRET is set, else managed identity."`
+	IdentityClientID         string        `env:"KVPROXY_IDENTITY_CLIENT_ID" desc:"Client ID of a user-assigned managed identity (or of the workload identity / app registration). Defaults to AZURE_CLIENT_ID when that is set."`
+	TokenScope               string        `env:"KVPROXY_TOKEN_SCOPE" desc:"Token scope. Derived from the vault host suffix (public, China, US Gov clouds, Managed HSM); required when the host has no known suffix. Setting it skips challenge verification."`
+	RefreshBefore            time.Duration `env:"KVPROXY_REFRESH_BEFORE" envDefault:"5m" desc:"Start refreshing the token this long before it expires (at most half its lifetime)."`
+	UpstreamTimeout          time.Duration `env:"KVPROXY_UPSTREAM_TIMEOUT" envDefault:"30s" desc:"Deadline for one request to the vault, retries included."`
+	APIVersion               string        `env:"KVPROXY_API_VERSION" envDefault:"7.5" desc:"api-version added to requests that carry none."`
+	RequireMetadataHeader    bool          `env:"KVPROXY_REQUIRE_METADATA_HEADER" envDefault:"true" desc:"Refuse requests without the header 'Metadata: true' (blocks server-side request forgery through the app)."`
+	ReadOnly                 bool          `env:"KVPROXY_READ_ONLY" envDefault:"false" desc:"Refuse every method but GET and HEAD."`
+	MaxBodyBytes             int64         `env:"KVPROXY_MAX_BODY_BYTES" envDefault:"1048576" desc:"Largest request body forwarded; larger bodies get 413."`
+	ShutdownTimeout          time.Duration `env:"KVPROXY_SHUTDOWN_TIMEOUT" envDefault:"20s" desc:"How long in-flight requests may drain after SIGTERM or SIGINT."`
+	RetryMax                 int           `env:"KVPROXY_RETRY_MAX" envDefault:"2" desc:"Retries of GET and HEAD requests the vault answered 429 or 503 (0 disables)."`
+	RetryMaxWait             time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
+	DisableInstanceDiscovery bool          `env:"KVPROXY_DISABLE_INSTANCE_DISCOVERY" envDefault:"false" desc:"Skip Microsoft Entra instance discovery for workload identity and client secret: needed when AZURE_AUTHORITY_HOST is a private or disconnected cloud's authority."`
+	LogLevel                 string        `env:"KVPROXY_LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error. debug logs one line per proxied request."`
+	LogFormat                string        `env:"KVPROXY_LOG_FORMAT" envDefault:"json" desc:"json, or text for humans."`
 
 	// Azure SDK variables, read by the credential; listed for `kvproxy -h`.
 	AzureClientID           string `env:"AZURE_CLIENT_ID" sdk:"Client ID used when KVPROXY_IDENTITY_CLIENT_ID is empty; set by Azure Workload Identity."`

@@ -152,7 +152,7 @@ func TestSecretNeverPrints(t *testing.T) {
 
 func TestVariablesCoverEveryField(t *testing.T) {
 	names := KvproxyVariableNames()
-	if len(names) != 17 {
+	if len(names) != 18 {
 		t.Errorf("%d KVPROXY_ variables: %v", len(names), names)
 	}
 	for _, v := range Variables() {
