@@ -94,9 +94,10 @@ const diagMaxBody = 1 << 20
 // status. It reads Key Vault's error body ({"error":{"code","message",
 // "innererror":{"code"}}}), tolerating truncated and non-JSON bodies, the
 // x-ms-keyvault-network-info and x-ms-request-id headers, and what kvproxy
-// knows of the token. Values taken from the vault's answer are checked
-// before they reach Fix, and anything shaped like a token is redacted from
-// the vault's message before it is quoted.
+// knows of the token; a zero Now means time.Now(). Values taken from the
+// vault's answer are checked before they reach Fix or Identity, and anything
+// shaped like a token is redacted from the vault's message before it is
+// quoted. Detail and Fix are single lines.
 func Diagnose(in DiagnoseInput) *Diagnosis {
 	if in.Status != http.StatusUnauthorized && in.Status != http.StatusForbidden {
 		return nil
@@ -128,8 +129,19 @@ type diagVaultError struct {
 	raw                  string
 }
 
-// text is the message, or the body's text when it held no message.
-func (e diagVaultError) text() string { return diagFirst(e.message, e.raw) }
+// diagMaxMessage bounds the vault message Diagnose reads: Key Vault's are a
+// few hundred bytes, and the patterns below need not scan a megabyte.
+const diagMaxMessage = 16 << 10
+
+// text is the message, or the body's text when it held no message, cut to
+// diagMaxMessage bytes.
+func (e diagVaultError) text() string {
+	s := diagFirst(e.message, e.raw)
+	if len(s) > diagMaxMessage {
+		s = s[:diagMaxMessage]
+	}
+	return s
+}
 
 var (
 	diagCodeRe    = regexp.MustCompile(`"code"\s*:\s*"((?:[^"\\]|\\.){0,200})"`)
@@ -286,7 +298,7 @@ func diagFirewall(d *Diagnosis, netInfo map[string]string, msg, name string) {
 	case ok:
 		d.ClientAddress = addr.String()
 		d.Detail = fmt.Sprintf("The vault's firewall refused the request from %s: that address is not allowed and the caller is not a trusted service. "+
-			"Key Vault firewall rules take IPv4 addresses only: reach the vault over IPv4 from an allowed address, %s.", addr, others)
+			"Key Vault firewall rules take IPv4 addresses only: come from an allowed IPv4 address, %s.", addr, others)
 	default:
 		d.Detail = "The vault's firewall refused the request: the caller's address is not allowed and the caller is not a trusted service. " +
 			"Add the address kvproxy's traffic leaves from to the vault's firewall (az keyvault network-rule add), " + others + "."
@@ -542,11 +554,11 @@ func diagOtherForbidden(d *Diagnosis, ve diagVaultError) {
 		}
 		return
 	case strings.EqualFold(code, "SecretDisabled"):
-		d.Detail = fmt.Sprintf("The vault refused the request (SecretDisabled): %q. The secret version is disabled: enable it, or read another version.", msg)
+		d.Detail = fmt.Sprintf("The vault refused the request (SecretDisabled): %s The secret version is disabled: enable it, or read another version.", diagSentence(msg))
 	case strings.EqualFold(code, "KeyOperationForbidden"):
-		d.Detail = fmt.Sprintf("The vault refused the request (KeyOperationForbidden): %q. The key's permitted operations (key_ops) exclude this one: allow it on the key, or use another key.", msg)
+		d.Detail = fmt.Sprintf("The vault refused the request (KeyOperationForbidden): %s The key's permitted operations (key_ops) exclude this one: allow it on the key, or use another key.", diagSentence(msg))
 	default:
-		d.Detail = fmt.Sprintf("The vault refused the request (%s): %q.", diagOr(code, "no code"), msg)
+		d.Detail = fmt.Sprintf("The vault refused the request (%s): %s", diagOr(code, "no code"), diagSentence(msg))
 	}
 }
 
@@ -739,9 +751,10 @@ func diagAudience(d *Diagnosis, in DiagnoseInput, msg string, challenge map[stri
 	if d.ExpectedAudience == "" {
 		d.ExpectedAudience = diagSafe(strings.TrimSuffix(diagFirst(challenge["resource"], challenge["scope"]), "/.default"), diagURLChars, 300)
 	}
-	if d.ExpectedAudience == "" {
-		if _, parent, ok := strings.Cut(diagHostOnly(in.Vault), "."); ok && strings.Contains(parent, ".") {
-			d.ExpectedAudience = "https://" + parent
+	if host := diagHostOnly(in.Vault); d.ExpectedAudience == "" && !diagIsIP(host) {
+		// The vault's parent domain: myvault.vault.azure.net → https://vault.azure.net.
+		if _, parent, ok := strings.Cut(host, "."); ok && strings.Contains(parent, ".") {
+			d.ExpectedAudience = diagSafe("https://"+strings.ToLower(parent), diagURLChars, 300)
 		}
 	}
 	if d.ActualAudience == "" {
@@ -829,7 +842,7 @@ func diagRejected(d *Diagnosis, msg string, challenge map[string]string) {
 		d.Detail = "The vault rejected the token without a Key Vault error body. " + hint
 		return
 	}
-	d.Detail = fmt.Sprintf("The vault rejected the token: %q. %s", q, hint)
+	d.Detail = fmt.Sprintf("The vault rejected the token: %s %s", diagSentence(q), hint)
 }
 
 // diagChallengeParams reads the auth-params of a WWW-Authenticate value,
@@ -1064,8 +1077,7 @@ func diagHostOnly(host string) string {
 // diagVaultName is the vault's name: the first label of its host, else the
 // name its message gives ("Vault: <name>;location=…").
 func diagVaultName(vault, msg string) string {
-	host := diagHostOnly(vault)
-	if _, err := netip.ParseAddr(host); err != nil {
+	if host := diagHostOnly(vault); !diagIsIP(host) {
 		label, _, _ := strings.Cut(host, ".")
 		if n := diagVaultNameOK(label); n != "" {
 			return n
@@ -1091,6 +1103,11 @@ func diagVaultNameOK(s string) string {
 		}
 	}
 	return s
+}
+
+func diagIsIP(host string) bool {
+	_, err := netip.ParseAddr(host)
+	return err == nil
 }
 
 func diagIsHSM(vault string) bool {
@@ -1151,6 +1168,19 @@ func diagQuote(s string, max int) string {
 		s = strings.TrimSpace(string(r[:max])) + "…"
 	}
 	return s
+}
+
+// diagSentence quotes a vault message and ends the sentence, unless the
+// message ends one itself.
+func diagSentence(msg string) string {
+	if msg == "" {
+		return "(no message)."
+	}
+	q := strconv.Quote(msg)
+	if strings.HasSuffix(msg, ".") || strings.HasSuffix(msg, "!") || strings.HasSuffix(msg, "?") || strings.HasSuffix(msg, "…") {
+		return q
+	}
+	return q + "."
 }
 
 // diagOneLine turns line breaks and other control characters into spaces
