@@ -31,14 +31,19 @@ func describe(err error) *TokenError {
 	if errors.As(err, &afe) && afe.RawResponse != nil {
 		return describeResponse(afe.RawResponse, err)
 	}
+	// azidentity often flattens the cause into its message
+	// (AuthenticationFailedError without a response), so the error chain
+	// is checked first and the text second.
+	text := err.Error()
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(text, "context deadline exceeded") || strings.Contains(text, "i/o timeout"):
 		return &TokenError{Reason: ReasonTimeout, Err: err,
 			Detail: "the identity endpoint did not answer in time; check that it is reachable from this pod or machine"}
-	case errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "no token file specified"):
+	case errors.Is(err, fs.ErrNotExist) || strings.Contains(text, "no token file specified") ||
+		(strings.Contains(text, "WorkloadIdentityCredential") && strings.Contains(text, "no such file or directory")):
 		return &TokenError{Reason: ReasonTokenFile, Err: err,
 			Detail: "the federated token file (AZURE_FEDERATED_TOKEN_FILE) is missing: label the pod azure.workload.identity/use=\"true\" and annotate its service account with azure.workload.identity/client-id"}
-	case isConnError(err):
+	case isConnError(err) || connText(text) != "":
 		return &TokenError{Reason: ReasonUnreachable, Err: err,
 			Detail: "the identity endpoint is unreachable (" + connSummary(err) + "): on Azure check that a managed identity is enabled and that no network policy blocks 169.254.169.254; elsewhere set IDENTITY_ENDPOINT or use workload identity"}
 	}
@@ -126,7 +131,20 @@ func isConnError(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
+// connText recognises a connection failure in an error's text.
+func connText(text string) string {
+	for _, s := range []string{"connection refused", "no route to host", "network is unreachable", "no such host", "connection reset by peer"} {
+		if strings.Contains(text, s) {
+			return s
+		}
+	}
+	return ""
+}
+
 func connSummary(err error) string {
+	if s := connText(err.Error()); s != "" && !isConnError(err) {
+		return s
+	}
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
