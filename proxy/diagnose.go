@@ -725,7 +725,9 @@ func diagTenant(d *Diagnosis, msg, vaultTenant string, challenge map[string]stri
 		}
 	}
 	d.ExpectedTenant = want
-	d.ActualTenant = diagFirst(d.Identity.TenantID, found)
+	// What the vault says it found is what it judged; the token's own tid
+	// agrees with it except when the vault saw another token than we think.
+	d.ActualTenant = diagFirst(found, d.Identity.TenantID)
 	fix := "Use an identity from the vault's tenant: set AZURE_TENANT_ID to it for a multi-tenant app registration, or federate the workload identity with an app registered there (a managed identity cannot cross tenants)."
 	if want != "" {
 		fix = fmt.Sprintf("Use an identity from tenant %s: set AZURE_TENANT_ID=%s for a multi-tenant app registration, or federate the workload identity with an app registered there (a managed identity cannot cross tenants).", want, want)
@@ -769,6 +771,8 @@ func diagAudience(d *Diagnosis, in DiagnoseInput, msg string, challenge map[stri
 	switch {
 	case want == "":
 		setting = "Set KVPROXY_TOKEN_SCOPE to the vault's resource followed by /.default (e.g. https://vault.azure.net/.default), or unset it to derive it from the vault host."
+	case scope != "" && strings.EqualFold(strings.TrimSuffix(scope, "/.default"), want):
+		setting = fmt.Sprintf("kvproxy asked for %s, so the credential answered with a token for another resource: check the identity endpoint (IDENTITY_ENDPOINT) or the authority in front of it.", scope)
 	case scope != "":
 		setting = fmt.Sprintf("KVPROXY_TOKEN_SCOPE=%s should be %s/.default (or unset it to derive it from the vault host).", scope, want)
 	default:

@@ -557,3 +557,73 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 var _ = fmt.Sprint
+
+func TestDiagnosesThroughTheProxy(t *testing.T) {
+	tests := []struct {
+		name   string
+		secret string
+		status int
+		code   string
+		check  func(t *testing.T, d map[string]any)
+	}{
+		{name: "firewall", secret: azfake.SecretForbiddenFirewall, status: 403, code: DiagForbiddenByFirewall, check: func(t *testing.T, d map[string]any) {
+			if d["clientAddress"] != "127.0.0.1" {
+				t.Errorf("clientAddress %v", d["clientAddress"])
+			}
+		}},
+		{name: "rbac", secret: azfake.SecretForbiddenRBAC, status: 403, code: DiagForbiddenByRBAC, check: func(t *testing.T, d map[string]any) {
+			if d["suggestedRole"] != "Key Vault Secrets User" || !strings.HasPrefix(d["fix"].(string), "az role assignment create") {
+				t.Errorf("role %v fix %v", d["suggestedRole"], d["fix"])
+			}
+		}},
+		{name: "access policy", secret: azfake.SecretForbiddenPolicy, status: 403, code: DiagForbiddenByPolicy},
+		{name: "private link", secret: azfake.SecretForbiddenPrivateLink, status: 403, code: DiagForbiddenByPrivateLink},
+		{name: "other 403", secret: azfake.SecretForbiddenDisabled, status: 403, code: DiagForbidden},
+		{name: "tenant", secret: azfake.SecretUnauthorizedTenant, status: 401, code: DiagTenantMismatch, check: func(t *testing.T, d map[string]any) {
+			if d["actualTenant"] != azfake.ForeignTenantID || d["expectedTenant"] != azfake.DefaultTenantID {
+				t.Errorf("tenants: actual %v expected %v", d["actualTenant"], d["expectedTenant"])
+			}
+		}},
+		{name: "audience", secret: azfake.SecretUnauthorizedAudience, status: 401, code: DiagAudienceMismatch, check: func(t *testing.T, d map[string]any) {
+			if strings.Contains(d["detail"].(string), "should be https://vault.azure.net/.default") {
+				t.Errorf("advises the scope already in use: %v", d["detail"])
+			}
+		}},
+		{name: "expired", secret: azfake.SecretUnauthorizedExpired, status: 401, code: DiagTokenExpired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setup(t, nil)
+			resp, body := e.do(t, "GET", "/secrets/"+tt.secret, nil)
+			if resp.StatusCode != tt.status || resp.Header.Get(HeaderDiagnosis) != tt.code {
+				t.Fatalf("status %d diagnosis %q: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), body)
+			}
+			if resp.ContentLength != int64(len(body)) {
+				t.Errorf("Content-Length %d for a %d-byte body", resp.ContentLength, len(body))
+			}
+			var v struct {
+				Error   map[string]any `json:"error"`
+				Kvproxy map[string]any `json:"kvproxy"`
+			}
+			if err := json.Unmarshal(body, &v); err != nil {
+				t.Fatal(err)
+			}
+			if v.Error["code"] == nil || v.Error["message"] == nil {
+				t.Errorf("the vault's error object was not kept: %s", body)
+			}
+			id, _ := v.Kvproxy["identity"].(map[string]any)
+			if v.Kvproxy["diagnosis"] != tt.code || v.Kvproxy["detail"] == "" || id["oid"] != azfake.DefaultObjectID || v.Kvproxy["requestId"] == "" {
+				t.Errorf("kvproxy object: %v", v.Kvproxy)
+			}
+			if strings.Contains(string(body), e.tokens.tok) {
+				t.Fatal("the token is in the response")
+			}
+			if tt.check != nil {
+				tt.check(t, v.Kvproxy)
+			}
+			if got := testutil.ToFloat64(e.metrics.Diagnoses.WithLabelValues(tt.code)); got != 1 {
+				t.Errorf("kvproxy_diagnoses_total{diagnosis=%q} = %v", tt.code, got)
+			}
+		})
+	}
+}

@@ -67,7 +67,7 @@ type Config struct {
 	ReadOnly                 bool          `env:"KVPROXY_READ_ONLY" envDefault:"false" desc:"Refuse every method but GET and HEAD."`
 	MaxBodyBytes             int64         `env:"KVPROXY_MAX_BODY_BYTES" envDefault:"1048576" desc:"Largest request body forwarded; larger bodies get 413."`
 	ShutdownTimeout          time.Duration `env:"KVPROXY_SHUTDOWN_TIMEOUT" envDefault:"20s" desc:"How long in-flight requests may drain after SIGTERM or SIGINT."`
-	RetryMax                 int           `env:"KVPROXY_RETRY_MAX" envDefault:"2" desc:"Retries of GET and HEAD requests the vault answered 429 or 503 (0 disables)."`
+	RetryMax                 int           `env:"KVPROXY_RETRY_MAX" envDefault:"2" desc:"Retries of a request the vault answered 429 (any method: the vault did nothing) or 503 (GET and HEAD only); 0 disables."`
 	RetryMaxWait             time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
 	DisableInstanceDiscovery bool          `env:"KVPROXY_DISABLE_INSTANCE_DISCOVERY" envDefault:"false" desc:"Skip Microsoft Entra instance discovery for workload identity and client secret: needed when AZURE_AUTHORITY_HOST is a private or disconnected cloud's authority."`
 	LogLevel                 string        `env:"KVPROXY_LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error. debug logs one line per proxied request."`

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -167,4 +168,25 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// The README's configuration table must list every variable with its
+// default, so documentation cannot drift from the struct.
+func TestREADMEListsEveryVariable(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range Variables() {
+		row := "| `" + v.Name + "` |"
+		i := strings.Index(string(readme), row)
+		if i < 0 {
+			t.Errorf("README has no table row for %s", v.Name)
+			continue
+		}
+		line, _, _ := strings.Cut(string(readme[i:]), "\n")
+		if v.Default != "" && !strings.Contains(line, "`"+v.Default+"`") {
+			t.Errorf("README row for %s does not show its default %q: %s", v.Name, v.Default, line)
+		}
+	}
 }
