@@ -78,6 +78,9 @@ type RecordedRequest struct {
 	Claims *TokenClaims
 }
 
+// maxRecorded bounds the requests a Vault remembers (the newest are kept).
+const maxRecorded = 10000
+
 // Vault is an in-memory Azure Key Vault serving the secrets API (api-version
 // 7.x bodies). It is safe for concurrent use. NewVault seeds the secrets
 // db-password and api-key.
@@ -164,7 +167,8 @@ func newVersion() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Requests returns a deep copy of every request received, in order.
+// Requests returns a deep copy of the requests received, in order: the
+// newest 10,000, so a long-running playground does not grow without bound.
 func (v *Vault) Requests() []RecordedRequest {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -313,6 +317,11 @@ func (v *Vault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	v.mu.Lock()
+	if len(v.requests) >= maxRecorded {
+		// Keep the newest; a long-running playground must not grow forever.
+		copy(v.requests, v.requests[len(v.requests)-maxRecorded+1:])
+		v.requests = v.requests[:maxRecorded-1]
+	}
 	v.requests = append(v.requests, rec)
 	latency := v.latency
 	v.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
@@ -655,5 +656,20 @@ func TestVaultConcurrent(t *testing.T) {
 	wg.Wait()
 	if n := len(v.Requests()); n != 16*5*2 {
 		t.Errorf("recorded %d requests, want %d", n, 16*5*2)
+	}
+}
+
+func TestVaultRecordingIsBounded(t *testing.T) {
+	v := NewVault(VaultOptions{})
+	for i := range maxRecorded + 5 {
+		r := httptest.NewRequest("GET", fmt.Sprintf("/secrets/s%d?api-version=7.5", i), nil)
+		v.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	reqs := v.Requests()
+	if len(reqs) != maxRecorded {
+		t.Fatalf("%d recorded, want %d", len(reqs), maxRecorded)
+	}
+	if last := reqs[len(reqs)-1].Path; last != fmt.Sprintf("/secrets/s%d", maxRecorded+4) {
+		t.Errorf("newest request %s not kept", last)
 	}
 }
