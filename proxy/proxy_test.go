@@ -590,6 +590,7 @@ func TestDiagnosesThroughTheProxy(t *testing.T) {
 			}
 		}},
 		{name: "expired", secret: azfake.SecretUnauthorizedExpired, status: 401, code: DiagTokenExpired},
+		{name: "rejected", secret: azfake.SecretUnauthorizedRejected, status: 401, code: DiagTokenRejected},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -87,7 +87,7 @@ Try:
   %[5]s -H 'Metadata: true' %[6]s/secrets/forbidden-rbac   # a 403, diagnosed
 Names that show a diagnosis: forbidden-firewall, forbidden-private-link, forbidden-rbac,
 forbidden-policy, forbidden-disabled, unauthorized-tenant, unauthorized-audience,
-unauthorized-expired; throttled answers 429. Stop with Ctrl-C.
+unauthorized-expired, unauthorized-rejected; throttled answers 429. Stop with Ctrl-C.
 
 `, vaultURL, idURL, base, adminAddr, curl, base)
 }

@@ -78,11 +78,11 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 	transport := proxy.NewTransport(proxy.TransportOptions{RootCAs: d.RootCAs, ResponseHeaderTimeout: cfg.UpstreamTimeout})
 	disc := auth.NewDiscovery(vaultURL.Host, explicitScope)
 	usesTenant := kind == auth.KindWorkloadIdentity || kind == auth.KindClientSecret
-	learn := func(c auth.Challenge) {
+	learn := func(c auth.Challenge) bool {
 		chScope, err := disc.Learn(c)
 		if err != nil {
 			logger.Error("refusing the vault's challenge; no token will be requested for it", slog.String("detail", err.Error()))
-			return
+			return false
 		}
 		if usesTenant && c.TenantID != "" {
 			cache.SetTenant(c.TenantID)
@@ -91,6 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 			logger.Warn("the vault's challenge asks for another scope than the one derived from its host; set KVPROXY_TOKEN_SCOPE to use it",
 				slog.String("challengeScope", chScope), slog.String("scope", scope))
 		}
+		return true
 	}
 	p, err := proxy.New(proxy.Options{
 		Vault: vaultURL, Tokens: cache, Renewer: cache, Inspect: inspect, Scope: scope,
@@ -171,8 +172,9 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 			logger.Warn("could not learn the vault's challenge; will learn it from the first 401", slog.String("detail", err.Error()))
 			return
 		}
-		learn(c)
-		logger.Info("vault challenge", slog.String("tenant", c.TenantID), slog.String("authority", c.Authority), slog.String("resource", c.Resource))
+		if learn(c) {
+			logger.Info("vault challenge", slog.String("tenant", c.TenantID), slog.String("authority", c.Authority), slog.String("resource", c.Resource))
+		}
 	}()
 	g.Go(func() error { return serve(proxySrv, proxyLn) })
 	g.Go(func() error { return serve(adminSrv, adminLn) })

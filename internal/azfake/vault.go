@@ -32,6 +32,7 @@ const (
 	SecretUnauthorizedTenant   = "unauthorized-tenant"    // 401 AKV10032, as for a token of tenant ForeignTenantID
 	SecretUnauthorizedAudience = "unauthorized-audience"  // 401 AKV10022, as for a token for https://storage.azure.com
 	SecretUnauthorizedExpired  = "unauthorized-expired"   // 401 TokenExpired, as for a token that expired 10 minutes ago
+	SecretUnauthorizedRejected = "unauthorized-rejected"  // 401 AKV10046, as for a token signed by an unknown key
 	SecretThrottled            = "throttled"              // 429 Throttled with Retry-After: 1
 )
 
@@ -520,6 +521,8 @@ func (v *Vault) special(w http.ResponseWriter, name string, o op, c TokenClaims,
 		v.unauthorized(w, fmt.Sprintf("AKV10022: Invalid audience. Expected %s, found: %s.", v.o.Audience, "https://storage.azure.com"))
 	case SecretUnauthorizedExpired:
 		v.unauthorized(w, expiredMessage)
+	case SecretUnauthorizedRejected:
+		v.unauthorized(w, "AKV10046: Unable to resolve the key used for signature validation. EncodedJwtHeader: 'eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9'.")
 	case SecretThrottled:
 		w.Header().Set("Retry-After", "1")
 		writeKVError(w, http.StatusTooManyRequests, "Throttled", "", throttledMessage)
