@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -97,6 +96,3 @@ func envMap(environ []string) map[string]string {
 	}
 	return m
 }
-
-// processEnviron is what Main passes in production.
-var _ = os.Environ
