@@ -27,8 +27,9 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 var tokenShape = regexp.MustCompile(`eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*`)
 
 func redactAttr(_ []string, a slog.Attr) slog.Attr {
-	switch strings.ToLower(a.Key) {
-	case "authorization", "token", "access_token", "accesstoken", "client_secret", "clientsecret", "secret", "value":
+	switch k := strings.ToLower(a.Key); {
+	case k == "authorization", k == "token", k == "access_token", k == "accesstoken", k == "value",
+		strings.Contains(k, "secret"), strings.Contains(k, "password"):
 		return slog.String(a.Key, "[REDACTED]")
 	}
 	if a.Value.Kind() == slog.KindString {
