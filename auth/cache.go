@@ -67,6 +67,7 @@ type Cache struct {
 	retryAt   time.Time // next background attempt after a failure; zero when healthy
 	failures  int       // consecutive failures
 	unchanged int       // consecutive fetches that returned the token already held
+	renewedAt time.Time // last Renew that reached the credential
 	fetching  atomic.Bool
 }
 
@@ -117,9 +118,15 @@ func (c *Cache) Token(ctx context.Context) (azcore.AccessToken, error) {
 
 func (c *Cache) slowToken(ctx context.Context) (azcore.AccessToken, error) {
 	c.mu.Lock()
-	lastErr, recent := c.lastErr, c.lastErr != nil && c.o.Clock.Now().Sub(c.failedAt) < c.o.RequestRetryInterval
+	lastErr, failedAt := c.lastErr, c.failedAt
 	c.mu.Unlock()
-	if recent && !c.fetching.Load() {
+	if lastErr != nil {
+		// The outage is known: no request waits out the credential's own
+		// retries. At most one per RequestRetryInterval starts a fetch in
+		// the background, so recovery is noticed soon after it happens.
+		if c.o.Clock.Now().Sub(failedAt) >= c.o.RequestRetryInterval && !c.fetching.Load() {
+			c.sf.DoChan("token", c.fetch)
+		}
 		return azcore.AccessToken{}, lastErr
 	}
 	ch := c.sf.DoChan("token", c.fetch)
@@ -180,41 +187,34 @@ func (c *Cache) LastError() *TokenError {
 	return c.lastErr
 }
 
-// Invalidate stops serving token (if it is still the one held), so the next
-// Token call fetches a new one. Use it when the vault rejects the token.
-func (c *Cache) Invalidate(token string) {
-	h := c.cur.Load()
-	if h == nil || h.tok.Token != token {
-		return
-	}
-	c.cur.CompareAndSwap(h, nil)
-	c.updateGauges(nil)
-	c.signal()
-}
-
-// Renew replaces a token the vault rejected (answered 401). It stops
-// serving rejected, fetches a new token (with the claims of a CAE challenge
-// in challenge, a WWW-Authenticate value, when there is one) and returns
-// it. It fails when the credential hands back the rejected token again, as
-// azidentity does from its own cache until the token nears expiry: a retry
-// with it would be refused the same way.
+// Renew asks for a replacement of a token the vault rejected (answered
+// 401), with the claims of a CAE challenge in challenge (a WWW-Authenticate
+// value) when there is one. The token held keeps being served meanwhile:
+// it is not expired, and readiness means "a valid token is held". Renew
+// returns a token other than rejected, or an error when the credential has
+// none to offer (azidentity hands back its cached token until it nears
+// expiry) or a renewal ran less than RequestRetryInterval ago, so a vault
+// that keeps answering 401 cannot drive the identity endpoint.
 func (c *Cache) Renew(ctx context.Context, rejected, challenge string) (azcore.AccessToken, error) {
+	now := c.o.Clock.Now()
+	if h := c.cur.Load(); h != nil && h.tok.Token != rejected && now.Before(h.usableUntil) {
+		return h.tok, nil // renewed already, by another request
+	}
+	c.mu.Lock()
+	if !c.renewedAt.IsZero() && now.Sub(c.renewedAt) < c.o.RequestRetryInterval {
+		c.mu.Unlock()
+		return azcore.AccessToken{}, &TokenError{Reason: ReasonRejected,
+			Detail: "the vault rejected the token, and it was renewed moments ago"}
+	}
+	c.renewedAt = now
+	c.mu.Unlock()
 	claims := ""
 	if ch, err := ParseChallenge(challenge); err == nil && ch.Error == "insufficient_claims" {
 		claims = ch.Claims
 	}
-	c.Invalidate(rejected)
-	if h := c.cur.Load(); h != nil && h.tok.Token != rejected && c.o.Clock.Now().Before(h.usableUntil) {
-		return h.tok, nil // another request renewed it already
-	}
-	var ch <-chan singleflight.Result
-	if claims == "" {
-		ch = c.sf.DoChan("token", c.fetch)
-	} else {
-		ch = c.sf.DoChan("claims\x00"+claims, func() (any, error) { return c.fetchWith(claims) })
-	}
+	resc := c.sf.DoChan("renew", func() (any, error) { return c.fetchWith(claims) })
 	select {
-	case r := <-ch:
+	case r := <-resc:
 		if r.Err != nil {
 			return azcore.AccessToken{}, r.Err
 		}

@@ -329,10 +329,10 @@ func TestRequestRetryIntervalBoundsFetchesWhileDown(t *testing.T) {
 		t.Fatalf("50 requests within RequestRetryInterval made %d fetches, want 1", got)
 	}
 	clk.Advance(2 * time.Second)
-	c.Token(context.Background()) //nolint:errcheck
-	if got := cred.calls.Load(); got != 2 {
-		t.Fatalf("after the interval: %d fetches, want 2", got)
+	if _, err := c.Token(context.Background()); err == nil {
+		t.Fatal("want the last error at once")
 	}
+	waitFor(t, func() bool { return cred.calls.Load() == 2 })
 }
 
 func TestRequestCancelDoesNotCancelSharedFetch(t *testing.T) {
@@ -374,8 +374,19 @@ func TestRenew(t *testing.T) {
 		t.Fatalf("Renew = %q, %v; want token-2", next.Token, err)
 	}
 	if _, err := c.Renew(context.Background(), "token-2", ""); err == nil {
+		t.Fatal("a second renewal within RequestRetryInterval reached the credential")
+	}
+	if got := cred.calls.Load(); got != 2 {
+		t.Fatalf("%d credential calls, want 2", got)
+	}
+	clk.Advance(2 * time.Second)
+	if _, err := c.Renew(context.Background(), "token-2", ""); err == nil {
 		t.Fatal("Renew returned the rejected token again without an error")
 	}
+	if !c.Ready() {
+		t.Fatal("renewal that found no other token made the cache unready; the held token is still valid")
+	}
+	clk.Advance(2 * time.Second)
 	// A CAE challenge's claims reach the credential.
 	challenge := `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZX19fQ=="`
 	if _, err := c.Renew(context.Background(), "token-2", challenge); err != nil {
@@ -435,4 +446,36 @@ func ctxTimeout(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// While the outage is known, no request waits for a fetch in flight (that
+// could take the credential's whole retry cycle).
+func TestKnownOutageFailsFast(t *testing.T) {
+	clk := clock.NewFake(t0)
+	gate := make(chan struct{})
+	cred := &fakeCred{answer: func(n int, _ policy.TokenRequestOptions) (azcore.AccessToken, error) {
+		if n > 1 {
+			<-gate
+		}
+		return azcore.AccessToken{}, errors.New("connection refused")
+	}}
+	defer close(gate)
+	c, _ := newTestCache(t, cred, clk, nil)
+	if _, err := c.Token(context.Background()); err == nil {
+		t.Fatal("want error")
+	}
+	clk.Advance(2 * time.Second)
+	for i := range 20 {
+		done := make(chan error, 1)
+		go func() { _, err := c.Token(context.Background()); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("want error")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d waited for the fetch in flight", i)
+		}
+	}
+	waitFor(t, func() bool { return cred.calls.Load() == 2 })
 }
