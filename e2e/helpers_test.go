@@ -192,6 +192,9 @@ func launch(t *testing.T, env map[string]string, args ...string) *proc {
 		if p.client != nil {
 			p.client.CloseIdleConnections()
 		}
+		if i := strings.Index(p.stderr.String(), "WARNING: DATA RACE"); i >= 0 {
+			t.Errorf("the race detector fired inside kvproxy:\n%s", tail(p.stderr.String()[i:], 6<<10))
+		}
 		if t.Failed() {
 			t.Logf("kvproxy %v stderr (tail):\n%s", args, tail(p.stderr.String(), 3<<10))
 		}

@@ -42,7 +42,11 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: the go command is not on PATH:", err)
 		return 1
 	}
-	build := exec.Command(goTool, "build", "-o", kvproxyBin, "./cmd/kvproxy")
+	args := []string{"build", "-o", kvproxyBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command(goTool, append(args, "./cmd/kvproxy")...)
 	build.Dir = root
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
