@@ -4,23 +4,32 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/kvproxy/kvproxy/internal/version.Version=$(VERSION) -X github.com/kvproxy/kvproxy/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build test test-unit lint fuzz bench dev clean
+.PHONY: all build test test-unit test-k8s image lint fuzz bench dev clean
 
 all: lint test
 
 build: ## static binary in bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kvproxy ./cmd/kvproxy
 
-test: test-unit ## everything CI runs
+test: test-unit test-k8s ## everything CI runs
 
 test-unit: ## go vet, then the whole suite with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
+test-k8s: ## the image, the manifests in deploy/ and the Helm chart (separate Go modules)
+	cd tools/imagebuild && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd deploy/k8stest && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+image: ## OCI image tarball without Docker: dist/kvproxy-image.tar
+	VERSION=$(VERSION) COMMIT=$(COMMIT) tools/imagebuild/build.sh
+
 lint: ## gofmt, vet, staticcheck (installed from the Go module proxy)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	cd tools/imagebuild && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	cd deploy/k8stest && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 fuzz: ## run every fuzz target briefly
 	@for pkg in ./auth ./proxy; do \
