@@ -33,11 +33,11 @@ type CacheOptions struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential backoff
 	// between failed fetches (defaults 1s and 30s).
 	MinBackoff, MaxBackoff time.Duration
-	// RequestRetryInterval: after a failed fetch, a request that finds no
-	// valid token starts a new fetch only if the last one failed at least
-	// this long ago; sooner, it gets the last error at once (default 1s).
-	// This bounds the load a burst of requests puts on the identity
-	// endpoint while it is down.
+	// RequestRetryInterval (default 1s) bounds what requests can make the
+	// credential do: after a failed fetch, a request that finds no valid
+	// token gets the last error at once and starts a background fetch only
+	// if the last one failed at least this long ago; and Renew reaches the
+	// credential at most once per interval.
 	RequestRetryInterval time.Duration
 	Clock                clock.Clock
 	Metrics              *metrics.Metrics
@@ -68,7 +68,8 @@ type Cache struct {
 	failures  int       // consecutive failures
 	unchanged int       // consecutive fetches that returned the token already held
 	renewedAt time.Time // last Renew that reached the credential
-	fetching  atomic.Bool
+	fetching  atomic.Int32 // fetches in flight (a refresh and a renewal may overlap)
+	loops     atomic.Int64 // refresh loop wake-ups, for tests to catch spinning
 }
 
 // held is an immutable snapshot of the token being served.
@@ -107,8 +108,9 @@ func NewCache(o CacheOptions) *Cache {
 }
 
 // Token returns a token that is not expired. While one is held this is a
-// single atomic load; otherwise it waits for the fetch in flight (starting
-// one if needed) until ctx ends. Errors are *TokenError.
+// single atomic load. Otherwise, on a cold start, it waits for the fetch in
+// flight (starting one if needed) until ctx ends; once a fetch has failed,
+// it returns that failure at once. Errors are *TokenError.
 func (c *Cache) Token(ctx context.Context) (azcore.AccessToken, error) {
 	if h := c.cur.Load(); h != nil && c.o.Clock.Now().Before(h.usableUntil) {
 		return h.tok, nil
@@ -124,7 +126,7 @@ func (c *Cache) slowToken(ctx context.Context) (azcore.AccessToken, error) {
 		// The outage is known: no request waits out the credential's own
 		// retries. At most one per RequestRetryInterval starts a fetch in
 		// the background, so recovery is noticed soon after it happens.
-		if c.o.Clock.Now().Sub(failedAt) >= c.o.RequestRetryInterval && !c.fetching.Load() {
+		if c.o.Clock.Now().Sub(failedAt) >= c.o.RequestRetryInterval && c.fetching.Load() == 0 {
 			c.sf.DoChan("token", c.fetch)
 		}
 		return azcore.AccessToken{}, lastErr
@@ -237,6 +239,7 @@ func (c *Cache) Run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, c.cancel)
 	defer stop()
 	for {
+		c.loops.Add(1)
 		if at, now := c.nextAttempt(); !at.After(now) {
 			c.sf.Do("token", c.fetch) //nolint:errcheck // the outcome is recorded by fetch
 		} else {
@@ -282,14 +285,17 @@ func (c *Cache) fetch() (any, error) {
 	// A caller may have found the cache empty just before the previous
 	// fetch stored its token; that token is fresh, so hand it over.
 	if h := c.cur.Load(); h != nil && c.o.Clock.Now().Before(h.refreshAt) {
+		c.mu.Lock()
+		c.retryAt = time.Time{} // nothing to retry: never leave the loop a past deadline
+		c.mu.Unlock()
 		return h, nil
 	}
 	return c.fetchWith("")
 }
 
 func (c *Cache) fetchWith(claims string) (any, error) {
-	c.fetching.Store(true)
-	defer c.fetching.Store(false)
+	c.fetching.Add(1)
+	defer c.fetching.Add(-1)
 	defer c.signal()
 
 	ctx, cancel := context.WithTimeout(c.base, c.o.FetchTimeout)
@@ -385,16 +391,23 @@ func (c *Cache) recordUnchanged(prev *held, now time.Time) *held {
 
 func (c *Cache) recordFailure(err error, now time.Time) *TokenError {
 	te := describe(err)
+	h := c.cur.Load()
 	c.mu.Lock()
 	c.failures++
 	n := c.failures
 	wait := c.backoff(n, c.o.MinBackoff, c.o.MaxBackoff)
-	c.lastErr, c.failedAt, c.retryAt = te, now, now.Add(wait)
+	c.lastErr, c.failedAt = te, now
+	if h == nil || !now.Before(h.refreshAt) {
+		// The loop has a fetch to retry. A failed renewal while a fresh
+		// token is held leaves the loop's schedule alone: it refreshes at
+		// refreshAt anyway, and a retry time it could not act on would
+		// wake it forever.
+		c.retryAt = now.Add(wait)
+	}
 	c.mu.Unlock()
 	if m := c.o.Metrics; m != nil {
 		m.TokenAcquisitions.WithLabelValues(metrics.ResultError).Inc()
 	}
-	h := c.cur.Load()
 	attrs := []any{slog.String("reason", te.Reason), slog.String("detail", te.Detail),
 		slog.Int("failures", n), slog.Duration("retryIn", wait)}
 	if h != nil && now.Before(h.usableUntil) {

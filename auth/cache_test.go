@@ -479,3 +479,42 @@ func TestKnownOutageFailsFast(t *testing.T) {
 	}
 	waitFor(t, func() bool { return cred.calls.Load() == 2 })
 }
+
+// A failed renewal while a fresh token is held must not leave the refresh
+// loop with a retry it can never satisfy (it used to spin).
+func TestFailedRenewDoesNotSpinTheLoop(t *testing.T) {
+	clk := clock.NewFake(t0)
+	cred := &fakeCred{answer: func(n int, _ policy.TokenRequestOptions) (azcore.AccessToken, error) {
+		if n == 1 {
+			return azcore.AccessToken{Token: "token-1", ExpiresOn: clk.Now().Add(time.Hour)}, nil
+		}
+		return azcore.AccessToken{}, errors.New("entra is down")
+	}}
+	c, _ := newTestCache(t, cred, clk, nil)
+	runCache(t, c)
+	if err := c.WaitReady(ctxTimeout(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Renew(context.Background(), "token-1", ""); err == nil {
+		t.Fatal("want the renewal to fail")
+	}
+	if !clk.WaitForWaiter(clk.Now(), 5*time.Second) {
+		t.Fatal("refresh loop not waiting")
+	}
+	clk.Advance(10 * time.Second) // past any backoff, well before the refresh point
+	time.Sleep(50 * time.Millisecond)
+	calls, loops := cred.calls.Load(), c.loops.Load()
+	time.Sleep(100 * time.Millisecond)
+	if again := cred.calls.Load(); again != calls || calls > 3 {
+		t.Fatalf("credential calls went %d -> %d with a fresh token held", calls, again)
+	}
+	if n := c.loops.Load() - loops; n > 2 {
+		t.Fatalf("the refresh loop ran %d times in 100ms with nothing to do: spinning", n)
+	}
+	if next, ok := clk.NextWake(); !ok || next.Before(t0.Add(50*time.Minute)) {
+		t.Fatalf("loop sleeps until %v, want the refresh point", next.Sub(t0))
+	}
+	if tok, err := c.Token(context.Background()); err != nil || tok.Token != "token-1" {
+		t.Fatalf("Token = %q, %v", tok.Token, err)
+	}
+}
