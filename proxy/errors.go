@@ -15,6 +15,7 @@ const (
 	DiagMetadataHeaderMissing = "metadata-header-missing"
 	DiagReadOnly              = "read-only"
 	DiagBodyTooLarge          = "body-too-large"
+	DiagBodyUnreadable        = "body-unreadable"
 	DiagInvalidRequestTarget  = "invalid-request-target"
 	DiagMethodNotAllowed      = "method-not-allowed"
 	DiagTokenUnavailable      = "token-unavailable"

@@ -207,7 +207,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// any byte reaches the vault, and the body can be replayed on retry.
 		body, err := io.ReadAll(io.LimitReader(r.Body, p.o.MaxBodyBytes+1))
 		if err != nil {
-			p.refuse(sw, refusal{status: http.StatusBadRequest, code: "BadRequest", diagnosis: "bad-request",
+			p.refuse(sw, refusal{status: http.StatusBadRequest, code: "BadRequest", diagnosis: DiagBodyUnreadable,
 				message: "The request body could not be read.", detail: "the client stopped sending the body: " + summarize(err)})
 			return
 		}
