@@ -33,7 +33,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	renewed := false
+	renewed, retries := false, 0 // a 401 renewal does not use up KVPROXY_RETRY_MAX
 	for attempt := 0; ; attempt++ {
 		// A RoundTripper must not modify its request: send a copy.
 		out := req.Clone(ctx)
@@ -66,8 +66,9 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			p.countRetry(retryUnauthorized)
 			tok = next
 			continue
-		case attempt < p.o.RetryMax && retryable(req.Method, resp.StatusCode):
-			wait := p.retryWait(resp.Header.Get("Retry-After"), attempt)
+		case retries < p.o.RetryMax && retryable(req.Method, resp.StatusCode):
+			wait := p.retryWait(resp.Header.Get("Retry-After"), retries)
+			retries++
 			if dl, ok := ctx.Deadline(); ok && p.o.Clock.Now().Add(wait).After(dl) {
 				return resp, nil // no time left to wait: the client gets the 429/503
 			}
