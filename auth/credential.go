@@ -58,18 +58,12 @@ func NewCredential(o CredentialOptions) (azcore.TokenCredential, string, error) 
 		cred, err := azidentity.NewManagedIdentityCredential(opts)
 		return cred, desc, err
 	case KindWorkloadIdentity:
-		var problems []error
-		if o.ClientID == "" {
-			problems = append(problems, errors.New("workload identity needs a client ID: set AZURE_CLIENT_ID or KVPROXY_IDENTITY_CLIENT_ID"))
-		}
-		if o.TenantID == "" {
-			problems = append(problems, errors.New("workload identity needs AZURE_TENANT_ID"))
-		}
-		if o.TokenFile == "" {
-			problems = append(problems, errors.New("workload identity needs AZURE_FEDERATED_TOKEN_FILE"))
-		}
-		if len(problems) > 0 {
-			return nil, "", errors.Join(problems...)
+		if err := require("workload identity", []requirement{
+			{o.ClientID, "a client ID: set AZURE_CLIENT_ID or KVPROXY_IDENTITY_CLIENT_ID"},
+			{o.TenantID, "AZURE_TENANT_ID"},
+			{o.TokenFile, "AZURE_FEDERATED_TOKEN_FILE"},
+		}); err != nil {
+			return nil, "", err
 		}
 		cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
 			ClientOptions: co, ClientID: o.ClientID, TenantID: o.TenantID, TokenFilePath: o.TokenFile,
@@ -80,18 +74,12 @@ func NewCredential(o CredentialOptions) (azcore.TokenCredential, string, error) 
 		})
 		return cred, fmt.Sprintf("workload identity (tenant %s, client ID %s, token file %s)", o.TenantID, o.ClientID, o.TokenFile), err
 	case KindClientSecret:
-		var problems []error
-		if o.ClientID == "" {
-			problems = append(problems, errors.New("client-secret needs AZURE_CLIENT_ID or KVPROXY_IDENTITY_CLIENT_ID"))
-		}
-		if o.TenantID == "" {
-			problems = append(problems, errors.New("client-secret needs AZURE_TENANT_ID"))
-		}
-		if o.ClientSecret == "" {
-			problems = append(problems, errors.New("client-secret needs AZURE_CLIENT_SECRET"))
-		}
-		if len(problems) > 0 {
-			return nil, "", errors.Join(problems...)
+		if err := require("client-secret", []requirement{
+			{o.ClientID, "AZURE_CLIENT_ID or KVPROXY_IDENTITY_CLIENT_ID"},
+			{o.TenantID, "AZURE_TENANT_ID"},
+			{o.ClientSecret, "AZURE_CLIENT_SECRET"},
+		}); err != nil {
+			return nil, "", err
 		}
 		cred, err := azidentity.NewClientSecretCredential(o.TenantID, o.ClientID, o.ClientSecret,
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: o.DisableInstanceDiscovery,
@@ -103,6 +91,20 @@ func NewCredential(o CredentialOptions) (azcore.TokenCredential, string, error) 
 		return cred, "Azure CLI (az account get-access-token)", err
 	}
 	return nil, "", fmt.Errorf("unknown credential kind %q", o.Kind)
+}
+
+// requirement is a setting a credential needs: its value and what to set.
+type requirement struct{ value, what string }
+
+// require reports every empty requirement of a credential at once.
+func require(credential string, reqs []requirement) error {
+	var problems []error
+	for _, r := range reqs {
+		if r.value == "" {
+			problems = append(problems, fmt.Errorf("%s needs %s", credential, r.what))
+		}
+	}
+	return errors.Join(problems...)
 }
 
 // CheckTokenFile reports a missing or unreadable federated token file early,

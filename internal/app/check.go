@@ -90,12 +90,7 @@ func Check(ctx context.Context, cfg *config.Config, d Deps) (*CheckReport, error
 	}
 	scope, explicit := cfg.Scope()
 	kind := cfg.EffectiveCredential()
-	cred, desc, err := auth.NewCredential(auth.CredentialOptions{
-		Kind: kind, ClientID: cfg.IdentityClientID, TenantID: cfg.AzureTenantID,
-		TokenFile: cfg.AzureFederatedTokenFile, ClientSecret: string(cfg.AzureClientSecret),
-		AuthorityHost: cfg.AzureAuthorityHost, IdentityEndpoint: cfg.IdentityEndpoint,
-		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
-	})
+	cred, desc, err := auth.NewCredential(credentialOptions(cfg, kind, d))
 	if err != nil {
 		return nil, &config.Error{Problems: []string{"KVPROXY_CREDENTIAL=" + kind + ": " + err.Error()}}
 	}

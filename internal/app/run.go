@@ -51,12 +51,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 	}
 	scope, explicitScope := cfg.Scope()
 	kind := cfg.EffectiveCredential()
-	cred, credDesc, err := auth.NewCredential(auth.CredentialOptions{
-		Kind: kind, ClientID: cfg.IdentityClientID, TenantID: cfg.AzureTenantID,
-		TokenFile: cfg.AzureFederatedTokenFile, ClientSecret: string(cfg.AzureClientSecret),
-		AuthorityHost: cfg.AzureAuthorityHost, IdentityEndpoint: cfg.IdentityEndpoint,
-		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
-	})
+	cred, credDesc, err := auth.NewCredential(credentialOptions(cfg, kind, d))
 	if err != nil {
 		return &config.Error{Problems: []string{"KVPROXY_CREDENTIAL=" + kind + ": " + err.Error()}}
 	}
@@ -93,10 +88,17 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		}
 		return true
 	}
+	var lastChallenge atomic.Pointer[string]
 	p, err := proxy.New(proxy.Options{
 		Vault: vaultURL, Tokens: cache, Renewer: cache, Inspect: inspect, Scope: scope,
 		VaultTenant: disc.Tenant,
 		OnChallenge: func(h string) {
+			// Vaults repeat the same challenge on every 401; learn (and
+			// log) only what is new.
+			if last := lastChallenge.Load(); last != nil && *last == h {
+				return
+			}
+			lastChallenge.Store(&h)
 			if c, err := auth.ParseChallenge(h); err == nil && c.Error == "" {
 				learn(c)
 			}
@@ -208,6 +210,16 @@ func serve(s *http.Server, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// credentialOptions maps the configuration to the credential's options.
+func credentialOptions(cfg *config.Config, kind string, d Deps) auth.CredentialOptions {
+	return auth.CredentialOptions{
+		Kind: kind, ClientID: cfg.IdentityClientID, TenantID: cfg.AzureTenantID,
+		TokenFile: cfg.AzureFederatedTokenFile, ClientSecret: string(cfg.AzureClientSecret),
+		AuthorityHost: cfg.AzureAuthorityHost, IdentityEndpoint: cfg.IdentityEndpoint,
+		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
+	}
 }
 
 // inspect reads a token's claims for diagnostics.
