@@ -68,6 +68,7 @@ type Cache struct {
 	failures  int       // consecutive failures
 	unchanged int       // consecutive fetches that returned the token already held
 	renewedAt time.Time // last Renew that reached the credential
+	futile    string    // a rejected token the credential handed back when asked to renew it
 	fetching  atomic.Int32 // fetches in flight (a refresh and a renewal may overlap)
 	loops     atomic.Int64 // refresh loop wake-ups, for tests to catch spinning
 }
@@ -195,25 +196,34 @@ func (c *Cache) LastError() *TokenError {
 // it is not expired, and readiness means "a valid token is held". Renew
 // returns a token other than rejected, or an error when the credential has
 // none to offer (azidentity hands back its cached token until it nears
-// expiry) or a renewal ran less than RequestRetryInterval ago, so a vault
-// that keeps answering 401 cannot drive the identity endpoint.
+// expiry; once it has, that token is not renewed again without a claims
+// challenge) or a renewal ran less than RequestRetryInterval ago, so a
+// vault that keeps answering 401 cannot drive the identity endpoint.
 func (c *Cache) Renew(ctx context.Context, rejected, challenge string) (azcore.AccessToken, error) {
 	now := c.o.Clock.Now()
 	if h := c.cur.Load(); h != nil && h.tok.Token != rejected && now.Before(h.usableUntil) {
 		return h.tok, nil // renewed already, by another request
 	}
+	claims := ""
+	if ch, err := ParseChallenge(challenge); err == nil && ch.Error == "insufficient_claims" {
+		claims = ch.Claims
+	}
 	c.mu.Lock()
-	if !c.renewedAt.IsZero() && now.Sub(c.renewedAt) < c.o.RequestRetryInterval {
+	switch {
+	case claims == "" && rejected == c.futile:
+		// Asked already: the credential answered with this very token
+		// (its own cache). Only a claims challenge or the next refresh
+		// can bring another, so do not ask again.
+		c.mu.Unlock()
+		return azcore.AccessToken{}, &TokenError{Reason: ReasonRejected,
+			Detail: "the vault rejected the token and the credential has no other to offer yet"}
+	case !c.renewedAt.IsZero() && now.Sub(c.renewedAt) < c.o.RequestRetryInterval:
 		c.mu.Unlock()
 		return azcore.AccessToken{}, &TokenError{Reason: ReasonRejected,
 			Detail: "the vault rejected the token, and it was renewed moments ago"}
 	}
 	c.renewedAt = now
 	c.mu.Unlock()
-	claims := ""
-	if ch, err := ParseChallenge(challenge); err == nil && ch.Error == "insufficient_claims" {
-		claims = ch.Claims
-	}
 	resc := c.sf.DoChan("renew", func() (any, error) { return c.fetchWith(claims) })
 	select {
 	case r := <-resc:
@@ -222,6 +232,11 @@ func (c *Cache) Renew(ctx context.Context, rejected, challenge string) (azcore.A
 		}
 		h := r.Val.(*held)
 		if h.tok.Token == rejected {
+			if claims == "" {
+				c.mu.Lock()
+				c.futile = rejected
+				c.mu.Unlock()
+			}
 			return azcore.AccessToken{}, &TokenError{Reason: ReasonRejected,
 				Detail: "the vault rejected the token and the credential has no other to offer yet"}
 		}

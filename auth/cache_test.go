@@ -386,6 +386,12 @@ func TestRenew(t *testing.T) {
 	if !c.Ready() {
 		t.Fatal("renewal that found no other token made the cache unready; the held token is still valid")
 	}
+	// The credential had no other token: asking again is futile.
+	clk.Advance(2 * time.Second)
+	before := cred.calls.Load()
+	if _, err := c.Renew(context.Background(), "token-2", ""); err == nil || cred.calls.Load() != before {
+		t.Fatalf("futile renewal reached the credential (%d -> %d calls), err %v", before, cred.calls.Load(), err)
+	}
 	clk.Advance(2 * time.Second)
 	// A CAE challenge's claims reach the credential.
 	challenge := `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZX19fQ=="`
