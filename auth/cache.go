@@ -64,11 +64,11 @@ type Cache struct {
 	mu        sync.Mutex
 	lastErr   *TokenError
 	failedAt  time.Time
-	retryAt   time.Time // next background attempt after a failure; zero when healthy
-	failures  int       // consecutive failures
-	unchanged int       // consecutive fetches that returned the token already held
-	renewedAt time.Time // last Renew that reached the credential
-	futile    string    // a rejected token the credential handed back when asked to renew it
+	retryAt   time.Time    // next background attempt after a failure; zero when healthy
+	failures  int          // consecutive failures
+	unchanged int          // consecutive fetches that returned the token already held
+	renewedAt time.Time    // last Renew that reached the credential
+	futile    string       // a rejected token the credential handed back when asked to renew it
 	fetching  atomic.Int32 // fetches in flight (a refresh and a renewal may overlap)
 	loops     atomic.Int64 // refresh loop wake-ups, for tests to catch spinning
 }
