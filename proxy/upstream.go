@@ -119,25 +119,24 @@ func (p *Proxy) countRetry(reason string) {
 	}
 }
 
-// ParseRetryAfter reads a Retry-After value: delay seconds or an HTTP date.
-// It reports false for an absent or malformed value.
+// ParseRetryAfter reads a Retry-After value: delay seconds or an HTTP date,
+// capped at a day. It reports false for an absent or malformed value.
 func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false
 	}
+	const longest = 24 * time.Hour // a longer wait is no retry hint
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if n < 0 {
 			return 0, false
 		}
-		if n > 86400 {
-			n = 86400
-		}
-		return time.Duration(n) * time.Second, true
+		return min(time.Duration(min(n, int64(longest/time.Second)))*time.Second, longest), true
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		d := t.Sub(now)
-		return max(d, 0), true
+		// t.Sub saturates rather than overflowing, so the clamp holds for
+		// any date.
+		return min(max(t.Sub(now), 0), longest), true
 	}
 	return 0, false
 }
