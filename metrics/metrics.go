@@ -99,6 +99,32 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// InitSeries creates the series of every known label value at zero:
+// token results, retry reasons and the given diagnosis codes. Prometheus'
+// increase() cannot see a series' first count, so without this an alert on
+// the first token error or the first 403 would never fire.
+func (m *Metrics) InitSeries(diagnoses []string) {
+	for _, r := range []string{ResultSuccess, ResultUnchanged, ResultError} {
+		m.TokenAcquisitions.WithLabelValues(r)
+	}
+	for _, r := range RetryReasons {
+		m.UpstreamRetries.WithLabelValues(r)
+	}
+	for _, d := range diagnoses {
+		m.Diagnoses.WithLabelValues(d)
+	}
+}
+
+// Retry reasons, the values of kvproxy_upstream_retries_total{reason}.
+const (
+	RetryUnauthorized = "unauthorized" // a 401, retried with a renewed token
+	RetryThrottled    = "throttled"    // a 429
+	RetryUnavailable  = "unavailable"  // a 503
+)
+
+// RetryReasons lists the retry reasons.
+var RetryReasons = []string{RetryUnauthorized, RetryThrottled, RetryUnavailable}
+
 // RegisterReady registers kvproxy_ready, which reports ready() at each
 // scrape: 1 while kvproxy holds a valid token and is not draining (what
 // /readyz answers), else 0.

@@ -21,6 +21,7 @@ func TestExposition(t *testing.T) {
 	m.Diagnoses.WithLabelValues("forbidden-by-rbac").Inc()
 	m.UpstreamRetries.WithLabelValues("throttled").Add(2)
 	m.TokenExpiry.Set(1795409711)
+	m.InitSeries([]string{"forbidden-by-rbac", "tenant-mismatch"})
 
 	f, err := os.Open("testdata/exposition.txt")
 	if err != nil {

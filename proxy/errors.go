@@ -22,6 +22,17 @@ const (
 	DiagUpstreamUnavailable   = "upstream-unavailable"
 )
 
+// DiagnosisCodes lists every diagnosis kvproxy can attach, so counters can
+// start at zero for each (an alert on increase() then sees the first one).
+func DiagnosisCodes() []string {
+	return []string{
+		DiagMetadataHeaderMissing, DiagReadOnly, DiagBodyTooLarge, DiagBodyUnreadable,
+		DiagInvalidRequestTarget, DiagMethodNotAllowed, DiagTokenUnavailable, DiagUpstreamUnavailable,
+		DiagForbiddenByFirewall, DiagForbiddenByPrivateLink, DiagForbiddenByRBAC, DiagForbiddenByPolicy,
+		DiagForbidden, DiagTenantMismatch, DiagAudienceMismatch, DiagTokenExpired, DiagTokenRejected,
+	}
+}
+
 // HeaderDiagnosis carries kvproxy's diagnosis code on responses it explains.
 const HeaderDiagnosis = "X-Kvproxy-Diagnosis"
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,6 +236,9 @@ func TestRefusalsNeverReachTheVault(t *testing.T) {
 
 func assertRefusal(t *testing.T, resp *http.Response, body []byte, status int, diagnosis string) {
 	t.Helper()
+	if !slices.Contains(DiagnosisCodes(), diagnosis) {
+		t.Errorf("%q is missing from DiagnosisCodes()", diagnosis)
+	}
 	if resp.StatusCode != status {
 		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, body)
 	}
@@ -597,6 +601,9 @@ func TestDiagnosesThroughTheProxy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := setup(t, nil)
 			resp, body := e.do(t, "GET", "/secrets/"+tt.secret, nil)
+			if !slices.Contains(DiagnosisCodes(), tt.code) {
+				t.Errorf("%q is missing from DiagnosisCodes()", tt.code)
+			}
 			if resp.StatusCode != tt.status || resp.Header.Get(HeaderDiagnosis) != tt.code {
 				t.Fatalf("status %d diagnosis %q: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), body)
 			}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kvproxy/kvproxy/metrics"
 )
 
 // upstream is the reverse proxy's transport: it injects the token, sends the
@@ -17,9 +19,9 @@ type upstream struct{ p *Proxy }
 
 // Retry reasons, the values of kvproxy_upstream_retries_total{reason}.
 const (
-	retryUnauthorized = "unauthorized"
-	retryThrottled    = "throttled"
-	retryUnavailable  = "unavailable"
+	retryUnauthorized = metrics.RetryUnauthorized
+	retryThrottled    = metrics.RetryThrottled
+	retryUnavailable  = metrics.RetryUnavailable
 )
 
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {

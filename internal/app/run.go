@@ -65,6 +65,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 	m := metrics.New(reg)
 	bi := version.Get()
 	m.SetBuildInfo(bi.Version, bi.Commit, bi.GoVersion)
+	m.InitSeries(proxy.DiagnosisCodes())
 
 	cache := auth.NewCache(auth.CacheOptions{
 		Credential: cred, Scope: scope, RefreshBefore: cfg.RefreshBefore,
