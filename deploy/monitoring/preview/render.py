@@ -6,13 +6,16 @@ and are drawn at the panel's gridPos, so the picture shows the dashboard's real
 queries over real kvproxy metrics. It is a preview, not Grafana: layout, units,
 thresholds and legends follow the JSON; Grafana's styling is approximated.
 
-    python3 render.py --prometheus http://127.0.0.1:9090 --minutes 12 --out dashboard.png
+    python3 render.py --prometheus http://127.0.0.1:9090 --minutes 6 --out dashboard.png
 
 Needs Debian's python3-matplotlib (run it with /usr/bin/python3 where another
 Python comes first on PATH). Dashboard variables are replaced by ".*",
 $__rate_interval by --rate-interval. dashboard.png beside this file was made
 with two `kvproxy dev` instances scraped every 5 s by Debian's prometheus
-package, under 7 minutes of mixed traffic (the last 6 shown).
+package, under 6 minutes of mixed traffic at about 7 req/s (mostly GETs of
+db-password and api-key, some PUTs, 404s and 400s without the Metadata header,
+a few 401s, 403s and 429s), rendered with --minutes 6 as soon as it ended, so
+the window holds the traffic but for its first few seconds.
 """
 import argparse
 import datetime as dt
@@ -95,9 +98,14 @@ def main():
     a = ap.parse_args()
 
     dash = json.load(open(a.dashboard))
-    end = a.end or time.time()
-    start = end - a.minutes * 60
+    end = round(a.end or time.time(), 3)  # Prometheus works in milliseconds
+    start = round(end - a.minutes * 60, 3)
     step = max(5, int(a.minutes * 60 / 150))
+    # query_range evaluates at start, start+step, ... <= end: every series of a
+    # panel is put on this one grid, so they can be stacked point by point.
+    grid = [start + k * step for k in range(round((end - start) * 1000) // (step * 1000) + 1)]
+    grid_x = [dt.datetime.fromtimestamp(t) for t in grid]
+    window = (dt.datetime.fromtimestamp(start), dt.datetime.fromtimestamp(end))
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dash["panels"])
     unit_w, unit_h = 0.62, 0.42  # inches per grid unit
     fig = plt.figure(figsize=(24 * unit_w, rows * unit_h + 0.6), facecolor=BG)
@@ -147,9 +155,12 @@ def main():
         series = []
         for t in p["targets"]:
             for r in query(a.prometheus, substitute(t["expr"], a.rate_interval), start, end, step):
-                xs = [dt.datetime.fromtimestamp(float(v[0])) for v in r["values"]]
-                ys = [float(v[1]) for v in r["values"]]
-                series.append((legend(t["legendFormat"], r["metric"]), xs, ys))
+                ys = [None] * len(grid)  # None: no point at that step
+                for v in r["values"]:
+                    k = round((float(v[0]) - start) / step)
+                    if 0 <= k < len(grid):
+                        ys[k] = float(v[1])
+                series.append((legend(t["legendFormat"], r["metric"]), ys))
         overrides = {}
         for o in p["fieldConfig"].get("overrides", []):
             for prop in o["properties"]:
@@ -159,29 +170,29 @@ def main():
         stacked = custom.get("stacking", {}).get("mode") == "normal"
         bars = custom.get("drawStyle") == "bars"
         series.sort(key=lambda s: s[0])
-        base = None
-        for i, (name, xs, ys) in enumerate(series):
+        base = [0.0] * len(grid)
+        for i, (name, ys) in enumerate(series):
             color = overrides.get(name, PALETTE[i % len(PALETTE)])
-            if stacked and base is not None and len(base) == len(ys):
+            if stacked:  # a missing point adds nothing to the stack
                 lo = base
-                hi = [b + y for b, y in zip(base, ys)]
-            else:
-                lo = [0] * len(ys)
-                hi = ys
+                hi = [b + (y or 0.0) for b, y in zip(base, ys)]
+                base = hi
+            else:  # a missing point is a gap
+                lo = [0.0] * len(grid)
+                hi = [float("nan") if y is None else y for y in ys]
             if bars:
                 width = (step / 86400) * 0.8
-                ax.bar(xs, [h - l for h, l in zip(hi, lo)], bottom=lo, width=width, color=color, label=name)
+                ax.bar(grid_x, [h - l for h, l in zip(hi, lo)], bottom=lo, width=width, color=color, label=name)
             else:
-                ax.plot(xs, hi, color=color, linewidth=1.2, label=name)
-                ax.fill_between(xs, lo, hi, color=color, alpha=0.12)
-            if stacked:
-                base = hi
+                ax.plot(grid_x, hi, color=color, linewidth=1.2, label=name)
+                ax.fill_between(grid_x, lo, hi, color=color, alpha=0.12)
         if not series:
             ax.text(0.5, 0.5, "No data", color=MUTED, transform=ax.transAxes, ha="center")
         ax.tick_params(colors=MUTED, labelsize=7)
         for s in ax.spines.values():
             s.set_visible(False)
         ax.grid(color=GRID, linewidth=0.6)
+        ax.set_xlim(*window)  # the whole window, wherever the data is
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _, u=unit: fmt_value(v, u)))
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
