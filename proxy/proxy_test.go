@@ -636,3 +636,39 @@ func TestDiagnosesThroughTheProxy(t *testing.T) {
 		})
 	}
 }
+
+func TestReadBody(t *testing.T) {
+	tests := []struct {
+		name     string
+		body     string
+		limit    int64
+		complete bool
+	}{
+		{name: "fits", body: `{"error":{}}`, limit: 64, complete: true},
+		{name: "exactly the limit", body: "0123456789", limit: 10, complete: true},
+		{name: "over the limit streams on untouched", body: strings.Repeat("x", 100), limit: 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := &http.Response{Header: http.Header{}, Body: io.NopCloser(strings.NewReader(tt.body))}
+			got, complete := readBody(resp, tt.limit)
+			if complete != tt.complete {
+				t.Fatalf("complete = %v", complete)
+			}
+			if complete {
+				replaceBody(resp, append(got, '!'))
+			}
+			rest, _ := io.ReadAll(resp.Body)
+			want := tt.body
+			if complete {
+				want += "!"
+				if resp.ContentLength != int64(len(want)) || resp.Header.Get("Content-Length") != fmt.Sprint(len(want)) {
+					t.Errorf("lengths %d / %q for a %d-byte body", resp.ContentLength, resp.Header.Get("Content-Length"), len(want))
+				}
+			}
+			if string(rest) != want {
+				t.Errorf("client would read %q, want %q", rest, want)
+			}
+		})
+	}
+}

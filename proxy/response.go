@@ -27,8 +27,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		p.o.OnChallenge(strings.Join(c, ", "))
 	}
 	st := stateOf(resp.Request.Context())
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDiagnosedBody+1))
-	complete := err == nil && len(body) <= maxDiagnosedBody
+	body, complete := readBody(resp, maxDiagnosedBody)
 	in := DiagnoseInput{
 		Status: resp.StatusCode, Header: resp.Header, Body: body,
 		Method: resp.Request.Method, Path: resp.Request.URL.Path,
@@ -48,15 +47,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 	}
 	if complete {
-		resp.Body.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(body))
-		resp.ContentLength = int64(len(body))
-		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	} else {
-		resp.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		replaceBody(resp, body)
 	}
 	if d == nil {
 		return nil
@@ -93,20 +84,37 @@ func (p *Proxy) rewriteNextLink(resp *http.Response) error {
 		resp.ContentLength > maxListBody || resp.Header.Get("Content-Encoding") != "" {
 		return nil
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
-	if err != nil || len(body) > maxListBody {
+	body, complete := readBody(resp, maxListBody)
+	if !complete {
+		return nil
+	}
+	if bytes.Contains(body, []byte(`"nextLink"`)) {
+		body = p.nextLinkRE.ReplaceAll(body, []byte(`${1}http://`+st.inboundHost+`/`))
+	}
+	replaceBody(resp, body)
+	return nil
+}
+
+// readBody reads resp's body if it is at most limit bytes. Otherwise (or if
+// reading fails) it reports false and leaves the body to stream on as the
+// vault sent it, with the bytes already read put back in front.
+func readBody(resp *http.Response, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil || int64(len(body)) > limit {
 		resp.Body = struct {
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
-		return nil
+		return body, false
 	}
+	return body, true
+}
+
+// replaceBody makes body resp's body (the old one was read whole by
+// readBody) and corrects Content-Length.
+func replaceBody(resp *http.Response, body []byte) {
 	resp.Body.Close()
-	if bytes.Contains(body, []byte(`"nextLink"`)) {
-		body = p.nextLinkRE.ReplaceAll(body, []byte(`${1}http://`+st.inboundHost+`/`))
-		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	resp.ContentLength = int64(len(body))
-	return nil
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
 }
