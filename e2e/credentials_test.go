@@ -71,12 +71,7 @@ func TestClientSecret(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-			entra := azfake.NewEntra(azfake.EntraOptions{Identity: azfake.Identity{ObjectID: azfake.DefaultObjectID, AppID: clientID}, ClientSecret: secret})
-			authority, err := entra.Start(f.TLS)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = entra.Close() })
+			_, authority := startEntra(t, f, azfake.EntraOptions{Identity: azfake.Identity{ObjectID: azfake.DefaultObjectID, AppID: clientID}, ClientSecret: secret})
 			p := startKV(t, f, map[string]string{
 				"KVPROXY_CREDENTIAL":                 "auto", // AZURE_CLIENT_SECRET selects client-secret
 				"AZURE_AUTHORITY_HOST":               authority,

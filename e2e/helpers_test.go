@@ -619,3 +619,16 @@ func metric(mfs map[string]*dto.MetricFamily, name string, want map[string]strin
 	v, _ := metricValue(mfs, name, want)
 	return v
 }
+
+// startEntra starts the Entra ID stand-in over the fakes' TLS and returns
+// it with its authority URL (for AZURE_AUTHORITY_HOST); it stops with the test.
+func startEntra(t *testing.T, f *fakes, o azfake.EntraOptions) (*azfake.Entra, string) {
+	t.Helper()
+	entra := azfake.NewEntra(o)
+	authority, err := entra.Start(f.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = entra.Close() })
+	return entra, authority
+}

@@ -58,12 +58,7 @@ func TestUnauthorizedStorm(t *testing.T) {
 			name: "CAE challenges with workload identity",
 			setup: func(t *testing.T) (*proc, func() int) {
 				f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-				entra := azfake.NewEntra(azfake.EntraOptions{}) // 1h tokens: azidentity caches them
-				authority, err := entra.Start(f.TLS)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = entra.Close() })
+				entra, authority := startEntra(t, f, azfake.EntraOptions{}) // 1h tokens: azidentity caches them
 				tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
 				if err := os.WriteFile(tokenFile, []byte("federated"), 0o600); err != nil {
 					t.Fatal(err)

@@ -443,12 +443,7 @@ func TestWorkloadIdentity(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-			entra := azfake.NewEntra(azfake.EntraOptions{Identity: azfake.Identity{ObjectID: objectID, AppID: clientID}, FederatedToken: federated})
-			authority, err := entra.Start(f.TLS)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = entra.Close() })
+			entra, authority := startEntra(t, f, azfake.EntraOptions{Identity: azfake.Identity{ObjectID: objectID, AppID: clientID}, FederatedToken: federated})
 			tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
 			if err := os.WriteFile(tokenFile, []byte(federated), 0o600); err != nil {
 				t.Fatal(err)
@@ -478,12 +473,7 @@ func TestWorkloadIdentity(t *testing.T) {
 	t.Run("missing federated token file", func(t *testing.T) {
 		t.Parallel()
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-		entra := azfake.NewEntra(azfake.EntraOptions{Identity: azfake.Identity{ObjectID: objectID, AppID: clientID}, FederatedToken: federated})
-		authority, err := entra.Start(f.TLS)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = entra.Close() })
+		entra, authority := startEntra(t, f, azfake.EntraOptions{Identity: azfake.Identity{ObjectID: objectID, AppID: clientID}, FederatedToken: federated})
 		tokenFile := filepath.Join(t.TempDir(), "not-yet", "azure-identity-token")
 		p := startKV(t, f, workloadEnv("workload-identity", authority, clientID, tokenFile))
 
