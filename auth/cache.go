@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -14,7 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/kvproxy/kvproxy/internal/clock"
+	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
 )
 
@@ -39,7 +38,6 @@ type CacheOptions struct {
 	// if the last one failed at least this long ago; and Renew reaches the
 	// credential at most once per interval.
 	RequestRetryInterval time.Duration
-	Clock                clock.Clock
 	Metrics              *metrics.Metrics
 	Logger               *slog.Logger
 }
@@ -70,13 +68,12 @@ type Cache struct {
 	renewedAt time.Time    // last Renew that reached the credential
 	futile    string       // a rejected token the credential handed back when asked to renew it
 	fetching  atomic.Int32 // fetches in flight (a refresh and a renewal may overlap)
-	loops     atomic.Int64 // refresh loop wake-ups, for tests to catch spinning
 }
 
 // held is an immutable snapshot of the token being served.
 type held struct {
 	tok         azcore.AccessToken
-	claims      Claims
+	claims      kvwire.Claims
 	usableUntil time.Time // never handed out at or after this instant
 	refreshAt   time.Time // background refresh starts here
 }
@@ -98,9 +95,6 @@ func NewCache(o CacheOptions) *Cache {
 	if o.RefreshBefore <= 0 {
 		o.RefreshBefore = 5 * time.Minute
 	}
-	if o.Clock == nil {
-		o.Clock = clock.Real{}
-	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -113,7 +107,7 @@ func NewCache(o CacheOptions) *Cache {
 // flight (starting one if needed) until ctx ends; once a fetch has failed,
 // it returns that failure at once. Errors are *TokenError.
 func (c *Cache) Token(ctx context.Context) (azcore.AccessToken, error) {
-	if h := c.cur.Load(); h != nil && c.o.Clock.Now().Before(h.usableUntil) {
+	if h := c.cur.Load(); h != nil && time.Now().Before(h.usableUntil) {
 		return h.tok, nil
 	}
 	return c.slowToken(ctx)
@@ -127,7 +121,7 @@ func (c *Cache) slowToken(ctx context.Context) (azcore.AccessToken, error) {
 		// The outage is known: no request waits out the credential's own
 		// retries. At most one per RequestRetryInterval starts a fetch in
 		// the background, so recovery is noticed soon after it happens.
-		if c.o.Clock.Now().Sub(failedAt) >= c.o.RequestRetryInterval && c.fetching.Load() == 0 {
+		if time.Now().Sub(failedAt) >= c.o.RequestRetryInterval && c.fetching.Load() == 0 {
 			c.sf.DoChan("token", c.fetch)
 		}
 		return azcore.AccessToken{}, lastErr
@@ -139,7 +133,7 @@ func (c *Cache) slowToken(ctx context.Context) (azcore.AccessToken, error) {
 			return azcore.AccessToken{}, r.Err
 		}
 		h := r.Val.(*held)
-		if !c.o.Clock.Now().Before(h.usableUntil) {
+		if !time.Now().Before(h.usableUntil) {
 			return azcore.AccessToken{}, &TokenError{Reason: ReasonExpired, Detail: "the credential returned a token that is already expired or about to expire; check the clock of this machine and of the identity endpoint"}
 		}
 		return h.tok, nil
@@ -162,7 +156,7 @@ func (c *Cache) tenantID() string {
 // Ready reports whether a token that is not expired is held.
 func (c *Cache) Ready() bool {
 	h := c.cur.Load()
-	return h != nil && c.o.Clock.Now().Before(h.usableUntil)
+	return h != nil && time.Now().Before(h.usableUntil)
 }
 
 // WaitReady blocks until the first token is held or ctx ends.
@@ -176,11 +170,11 @@ func (c *Cache) WaitReady(ctx context.Context) error {
 }
 
 // Claims returns the claims of the token held, and false if none is.
-func (c *Cache) Claims() (Claims, bool) {
+func (c *Cache) Claims() (kvwire.Claims, bool) {
 	if h := c.cur.Load(); h != nil {
 		return h.claims, true
 	}
-	return Claims{}, false
+	return kvwire.Claims{}, false
 }
 
 // LastError returns the most recent fetch failure, or nil after a success.
@@ -191,22 +185,22 @@ func (c *Cache) LastError() *TokenError {
 }
 
 // Renew asks for a replacement of a token the vault rejected (answered
-// 401), with the claims of a CAE challenge in challenge (a WWW-Authenticate
-// value) when there is one. The token held keeps being served meanwhile:
+// 401), passing on the claims of challenge when it is a CAE challenge
+// (error insufficient_claims). The token held keeps being served meanwhile:
 // it is not expired, and readiness means "a valid token is held". Renew
 // returns a token other than rejected, or an error when the credential has
 // none to offer (azidentity hands back its cached token until it nears
 // expiry; once it has, that token is not renewed again without a claims
 // challenge) or a renewal ran less than RequestRetryInterval ago, so a
 // vault that keeps answering 401 cannot drive the identity endpoint.
-func (c *Cache) Renew(ctx context.Context, rejected, challenge string) (azcore.AccessToken, error) {
-	now := c.o.Clock.Now()
+func (c *Cache) Renew(ctx context.Context, rejected string, challenge kvwire.Challenge) (azcore.AccessToken, error) {
+	now := time.Now()
 	if h := c.cur.Load(); h != nil && h.tok.Token != rejected && now.Before(h.usableUntil) {
 		return h.tok, nil // renewed already, by another request
 	}
 	claims := ""
-	if ch, err := ParseChallenge(challenge); err == nil && ch.Error == "insufficient_claims" {
-		claims = ch.Claims
+	if challenge.Error == "insufficient_claims" {
+		claims = challenge.Claims
 	}
 	c.mu.Lock()
 	switch {
@@ -254,7 +248,6 @@ func (c *Cache) Run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, c.cancel)
 	defer stop()
 	for {
-		c.loops.Add(1)
 		if at, now := c.nextAttempt(); !at.After(now) {
 			c.sf.Do("token", c.fetch) //nolint:errcheck // the outcome is recorded by fetch
 		} else {
@@ -262,7 +255,7 @@ func (c *Cache) Run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-c.kick:
-			case <-c.o.Clock.At(at):
+			case <-time.After(time.Until(at)):
 			}
 		}
 		if ctx.Err() != nil {
@@ -273,7 +266,7 @@ func (c *Cache) Run(ctx context.Context) {
 
 // nextAttempt is when the background loop fetches next, and the time now.
 func (c *Cache) nextAttempt() (at, now time.Time) {
-	now = c.o.Clock.Now()
+	now = time.Now()
 	c.mu.Lock()
 	retryAt := c.retryAt
 	c.mu.Unlock()
@@ -299,7 +292,7 @@ func (c *Cache) signal() {
 func (c *Cache) fetch() (any, error) {
 	// A caller may have found the cache empty just before the previous
 	// fetch stored its token; that token is fresh, so hand it over.
-	if h := c.cur.Load(); h != nil && c.o.Clock.Now().Before(h.refreshAt) {
+	if h := c.cur.Load(); h != nil && time.Now().Before(h.refreshAt) {
 		c.mu.Lock()
 		c.retryAt = time.Time{} // nothing to retry: never leave the loop a past deadline
 		c.mu.Unlock()
@@ -315,16 +308,14 @@ func (c *Cache) fetchWith(claims string) (any, error) {
 
 	ctx, cancel := context.WithTimeout(c.base, c.o.FetchTimeout)
 	defer cancel()
-	start := c.o.Clock.Now()
+	start := time.Now()
 	tok, err := c.o.Credential.GetToken(ctx, policy.TokenRequestOptions{
 		Scopes:   []string{c.o.Scope},
 		TenantID: c.tenantID(),
 		Claims:   claims,
 	})
-	now := c.o.Clock.Now()
-	if m := c.o.Metrics; m != nil {
-		m.TokenRefresh.Observe(now.Sub(start).Seconds())
-	}
+	now := time.Now()
+	c.o.Metrics.ObserveTokenFetch(now.Sub(start).Seconds())
 	if err == nil && !tok.ExpiresOn.After(now) {
 		err = errors.New("the credential returned an expired token")
 	}
@@ -343,9 +334,7 @@ func (c *Cache) fetchWith(claims string) (any, error) {
 	c.mu.Unlock()
 	c.once.Do(func() { close(c.ready) })
 	c.updateGauges(h)
-	if m := c.o.Metrics; m != nil {
-		m.TokenAcquisitions.WithLabelValues(metrics.ResultSuccess).Inc()
-	}
+	c.o.Metrics.CountTokenResult(metrics.ResultSuccess)
 	c.o.Logger.Info("token acquired",
 		slog.String("tid", h.claims.TenantID), slog.String("oid", h.claims.ObjectID),
 		slog.String("appid", h.claims.AppID), slog.Time("expiresOn", tok.ExpiresOn),
@@ -361,7 +350,7 @@ func (c *Cache) newHeld(tok azcore.AccessToken, now time.Time) *held {
 	life := tok.ExpiresOn.Sub(now)
 	margin := min(30*time.Second, life/10)
 	h := &held{tok: tok, usableUntil: tok.ExpiresOn.Add(-margin)}
-	h.claims, _ = ParseClaims(tok.Token) // claims are for diagnostics only
+	h.claims, _ = kvwire.ParseClaims(tok.Token) // claims are for diagnostics only
 	switch {
 	case !tok.RefreshOn.IsZero() && tok.RefreshOn.After(now) && tok.RefreshOn.Before(h.usableUntil):
 		h.refreshAt = tok.RefreshOn
@@ -396,16 +385,14 @@ func (c *Cache) recordUnchanged(prev *held, now time.Time) *held {
 		next.refreshAt = maxTime(last, now.Add(c.o.MinBackoff))
 	}
 	c.cur.CompareAndSwap(prev, &next)
-	if m := c.o.Metrics; m != nil {
-		m.TokenAcquisitions.WithLabelValues(metrics.ResultUnchanged).Inc()
-	}
+	c.o.Metrics.CountTokenResult(metrics.ResultUnchanged)
 	c.o.Logger.Debug("credential returned the token already held; will ask again",
 		slog.Duration("in", next.refreshAt.Sub(now)))
 	return &next
 }
 
 func (c *Cache) recordFailure(err error, now time.Time) *TokenError {
-	te := describe(err)
+	te := Describe(err)
 	h := c.cur.Load()
 	c.mu.Lock()
 	c.failures++
@@ -420,9 +407,7 @@ func (c *Cache) recordFailure(err error, now time.Time) *TokenError {
 		c.retryAt = now.Add(wait)
 	}
 	c.mu.Unlock()
-	if m := c.o.Metrics; m != nil {
-		m.TokenAcquisitions.WithLabelValues(metrics.ResultError).Inc()
-	}
+	c.o.Metrics.CountTokenResult(metrics.ResultError)
 	attrs := []any{slog.String("reason", te.Reason), slog.String("detail", te.Detail),
 		slog.Int("failures", n), slog.Duration("retryIn", wait)}
 	if h != nil && now.Before(h.usableUntil) {
@@ -445,15 +430,11 @@ func (c *Cache) backoff(n int, base, cap time.Duration) time.Duration {
 }
 
 func (c *Cache) updateGauges(h *held) {
-	m := c.o.Metrics
-	if m == nil {
-		return
-	}
 	if h == nil {
-		m.TokenExpiry.Set(0)
+		c.o.Metrics.SetTokenExpiry(0)
 		return
 	}
-	m.TokenExpiry.Set(float64(h.tok.ExpiresOn.Unix()))
+	c.o.Metrics.SetTokenExpiry(h.tok.ExpiresOn.Unix())
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -483,10 +464,9 @@ type TokenError struct {
 	Err    error  // the underlying error; not shown to clients
 }
 
-func (e *TokenError) Error() string { return fmt.Sprintf("%s: %s", e.Reason, e.Detail) }
-
-// TokenDetail returns Detail: what failed, in words a user can act on.
-func (e *TokenError) TokenDetail() string { return e.Detail }
+// Error returns Detail: what failed, in words a user can act on. It is what
+// a client is told when no token can be had, so it never names a secret.
+func (e *TokenError) Error() string { return e.Detail }
 
 // Unwrap returns the underlying error.
 func (e *TokenError) Unwrap() error { return e.Err }

@@ -9,17 +9,43 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 )
 
+// Kind is a kind of credential.
+type Kind string
+
 // Credential kinds (the values of KVPROXY_CREDENTIAL other than auto).
 const (
-	KindManagedIdentity  = "managed-identity"
-	KindWorkloadIdentity = "workload-identity"
-	KindClientSecret     = "client-secret"
-	KindAzureCLI         = "azure-cli"
+	KindManagedIdentity  Kind = "managed-identity"
+	KindWorkloadIdentity Kind = "workload-identity"
+	KindClientSecret     Kind = "client-secret"
+	KindAzureCLI         Kind = "azure-cli"
 )
+
+// Kinds lists every credential kind.
+func Kinds() []Kind {
+	return []Kind{KindManagedIdentity, KindWorkloadIdentity, KindClientSecret, KindAzureCLI}
+}
+
+// ParseKind returns the Kind named s.
+func ParseKind(s string) (Kind, error) {
+	for _, k := range Kinds() {
+		if string(k) == s {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("unknown credential kind %q", s)
+}
+
+// TakesTenant reports whether the credential accepts a tenant per token
+// request, so the vault's tenant learned from its challenge can be passed
+// on (workload identity and client secret do; a managed identity lives in
+// one tenant, and the Azure CLI uses its login's).
+func (k Kind) TakesTenant() bool {
+	return k == KindWorkloadIdentity || k == KindClientSecret
+}
 
 // CredentialOptions select and configure an azidentity credential.
 type CredentialOptions struct {
-	Kind          string
+	Kind          Kind
 	ClientID      string // user-assigned identity / app registration
 	TenantID      string // workload identity, client secret
 	TokenFile     string // workload identity: the federated token file

@@ -7,22 +7,19 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"regexp"
 	"strings"
 	"syscall"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/kvproxy/kvproxy/kvwire"
 )
 
-// describe turns a credential error into a TokenError whose Detail a user
-// can act on. Response bodies are summarised, never copied whole, and
-// anything shaped like a token is redacted.
 // Describe turns a credential error into a [TokenError] whose Detail a user
-// can act on.
-func Describe(err error) *TokenError { return describe(err) }
-
-func describe(err error) *TokenError {
+// can act on. Response bodies are summarised, never copied whole, and
+// anything shaped like a token is redacted ([kvwire.Redact]).
+func Describe(err error) *TokenError {
 	var te *TokenError
 	if errors.As(err, &te) {
 		return te
@@ -47,7 +44,7 @@ func describe(err error) *TokenError {
 		return &TokenError{Reason: ReasonUnreachable, Err: err,
 			Detail: "the identity endpoint is unreachable (" + connSummary(err) + "): on Azure check that a managed identity is enabled and that no network policy blocks 169.254.169.254; elsewhere set IDENTITY_ENDPOINT or use workload identity"}
 	}
-	msg := firstLine(redact(err.Error()))
+	msg := firstLine(kvwire.Redact(err.Error()))
 	reason := ReasonCredentialErr
 	if strings.Contains(msg, "unavailable") || strings.Contains(msg, "no managed identity") {
 		reason = ReasonUnavailable
@@ -101,7 +98,7 @@ func summarizeBody(resp *http.Response) string {
 		Message     string `json:"message"`
 	}
 	if json.Unmarshal(body, &v) != nil {
-		return truncate(firstLine(redact(string(body))), 200)
+		return truncate(firstLine(kvwire.Redact(string(body))), 200)
 	}
 	var parts []string
 	switch e := v.Error.(type) {
@@ -121,7 +118,7 @@ func summarizeBody(resp *http.Response) string {
 	if v.Message != "" {
 		parts = append(parts, v.Message)
 	}
-	return truncate(firstLine(redact(strings.Join(parts, ": "))), 300)
+	return truncate(firstLine(kvwire.Redact(strings.Join(parts, ": "))), 300)
 }
 
 func isConnError(err error) bool {
@@ -161,13 +158,6 @@ func connSummary(err error) string {
 	}
 	return "network error"
 }
-
-// jwtLike matches anything that could be a bearer token: three base64url
-// segments, or a long opaque run.
-var jwtLike = regexp.MustCompile(`eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*\.?[A-Za-z0-9_\-]*|[A-Za-z0-9_\-+/=]{80,}`)
-
-// redact replaces token-shaped substrings with [REDACTED].
-func redact(s string) string { return jwtLike.ReplaceAllString(s, "[REDACTED]") }
 
 func firstLine(s string) string {
 	s = strings.TrimSpace(s)

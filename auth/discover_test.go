@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"testing"
+
+	"github.com/kvproxy/kvproxy/kvwire"
 )
 
 func TestDiscoverChallenge(t *testing.T) {
@@ -42,34 +44,55 @@ func TestDiscoverChallengeNotAVault(t *testing.T) {
 	}
 }
 
-func TestDiscoveryLearn(t *testing.T) {
+func TestChallengesObserve(t *testing.T) {
 	tests := []struct {
 		name       string
 		host       string
 		explicit   bool
+		kind       Kind
 		resource   string
 		wantErr    bool
-		wantTenant string
+		wantTenant string // learned
+		wantPassed string // handed to the cache
 	}{
-		{name: "vault resource", host: "myvault.vault.azure.net", resource: "https://vault.azure.net", wantTenant: "t1"},
-		{name: "hostile resource refused", host: "myvault.vault.azure.net", resource: "https://management.azure.com", wantErr: true},
-		{name: "look-alike host refused", host: "myvault.vault.azure.net.evil.example", resource: "https://vault.azure.net", wantErr: true},
-		{name: "http resource refused", host: "myvault.vault.azure.net", resource: "http://vault.azure.net", wantErr: true},
-		{name: "explicit scope skips the check", host: "127.0.0.1:8443", explicit: true, resource: "https://vault.azure.net", wantTenant: "t1"},
+		{name: "vault resource", host: "myvault.vault.azure.net", kind: KindWorkloadIdentity, resource: "https://vault.azure.net", wantTenant: "t1", wantPassed: "t1"},
+		{name: "managed identity takes no tenant", host: "myvault.vault.azure.net", kind: KindManagedIdentity, resource: "https://vault.azure.net", wantTenant: "t1"},
+		{name: "hostile resource refused", host: "myvault.vault.azure.net", kind: KindClientSecret, resource: "https://management.azure.com", wantErr: true},
+		{name: "look-alike host refused", host: "myvault.vault.azure.net.evil.example", kind: KindClientSecret, resource: "https://vault.azure.net", wantErr: true},
+		{name: "http resource refused", host: "myvault.vault.azure.net", kind: KindClientSecret, resource: "http://vault.azure.net", wantErr: true},
+		{name: "explicit scope skips the check", host: "127.0.0.1:8443", explicit: true, kind: KindClientSecret, resource: "https://vault.azure.net", wantTenant: "t1", wantPassed: "t1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := NewDiscovery(tt.host, tt.explicit)
-			_, err := d.Learn(Challenge{Authority: "https://login.microsoftonline.com/t1", TenantID: "t1", Resource: tt.resource})
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			cache := NewCache(CacheOptions{Scope: "https://vault.azure.net/.default"})
+			c := NewChallenges(ChallengeOptions{VaultHost: tt.host, Scope: "https://vault.azure.net/.default",
+				ExplicitScope: tt.explicit, Kind: tt.kind, Cache: cache})
+			ch := kvwire.Challenge{Authority: "https://login.microsoftonline.com/t1", TenantID: "t1", Resource: tt.resource}
+			for range 2 { // the repeat is skipped and gives the same answer
+				_, err := c.Observe(ch)
+				if (err != nil) != tt.wantErr {
+					t.Fatalf("err %v, want error %v", err, tt.wantErr)
+				}
+				if tt.wantErr && !errors.Is(err, ErrChallengeRefused) {
+					t.Errorf("error %v is not ErrChallengeRefused", err)
+				}
 			}
-			if tt.wantErr && !errors.Is(err, ErrChallengeRefused) {
-				t.Errorf("error %v is not ErrChallengeRefused", err)
+			if c.Tenant() != tt.wantTenant {
+				t.Errorf("tenant %q, want %q (a refused challenge teaches nothing)", c.Tenant(), tt.wantTenant)
 			}
-			if d.Tenant() != tt.wantTenant {
-				t.Errorf("tenant %q, want %q (a refused challenge teaches nothing)", d.Tenant(), tt.wantTenant)
+			if got := cache.tenantID(); got != tt.wantPassed {
+				t.Errorf("tenant passed to the credential %q, want %q", got, tt.wantPassed)
 			}
 		})
+	}
+}
+
+func TestChallengesIgnoreCAE(t *testing.T) {
+	c := NewChallenges(ChallengeOptions{VaultHost: "v.vault.azure.net", Scope: "https://vault.azure.net/.default"})
+	if _, err := c.Observe(kvwire.Challenge{Authority: "https://login.microsoftonline.com/common", TenantID: "common", Error: "insufficient_claims"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Tenant() != "" {
+		t.Errorf("a CAE challenge taught tenant %q", c.Tenant())
 	}
 }

@@ -200,7 +200,7 @@ func TestCredentialConfigurationErrors(t *testing.T) {
 
 func TestDescribeRedactsTokens(t *testing.T) {
 	tok := azfake.MintToken(azfake.TokenClaims{TenantID: "t"})
-	te := describe(fmt.Errorf("weird failure with %s inside", tok))
+	te := Describe(fmt.Errorf("weird failure with %s inside", tok))
 	if strings.Contains(te.Detail, tok) || strings.Contains(te.Error(), tok[:40]) {
 		t.Fatalf("token leaked: %s", te.Detail)
 	}

@@ -37,6 +37,25 @@ type Metrics struct {
 	BuildInfo         *prometheus.GaugeVec
 }
 
+// Names lists the name of every metric kvproxy defines (the Go and process
+// collectors' aside), in the order of the README's metrics table. Tests of
+// the manifests, alerts and dashboards check their queries against it.
+func Names() []string {
+	return []string{
+		"kvproxy_requests_total",
+		"kvproxy_request_duration_seconds",
+		"kvproxy_upstream_duration_seconds",
+		"kvproxy_token_acquisitions_total",
+		"kvproxy_token_expiry_timestamp_seconds",
+		"kvproxy_token_refresh_duration_seconds",
+		"kvproxy_diagnoses_total",
+		"kvproxy_inflight_requests",
+		"kvproxy_upstream_retries_total",
+		"kvproxy_build_info",
+		"kvproxy_ready",
+	}
+}
+
 // latencyBuckets cover a localhost hop (sub-millisecond) through a slow vault.
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
@@ -161,8 +180,12 @@ var codeLabels = func() [600]string {
 	return a
 }()
 
-// ObserveRequest counts one answered request.
+// ObserveRequest counts one answered request. Like every method of
+// Metrics, it does nothing on a nil *Metrics.
 func (m *Metrics) ObserveRequest(method string, code int, seconds float64) {
+	if m == nil {
+		return
+	}
 	ml, ok := methodLabels[method]
 	if !ok {
 		ml = "other"
@@ -173,4 +196,61 @@ func (m *Metrics) ObserveRequest(method string, code int, seconds float64) {
 	}
 	m.Requests.WithLabelValues(ml, cl).Inc()
 	m.RequestDuration.Observe(seconds)
+}
+
+// RequestStarted and RequestDone track kvproxy_inflight_requests.
+func (m *Metrics) RequestStarted() {
+	if m != nil {
+		m.Inflight.Inc()
+	}
+}
+
+// RequestDone ends what RequestStarted began.
+func (m *Metrics) RequestDone() {
+	if m != nil {
+		m.Inflight.Dec()
+	}
+}
+
+// ObserveUpstream records one round trip to the vault.
+func (m *Metrics) ObserveUpstream(seconds float64) {
+	if m != nil {
+		m.UpstreamDuration.Observe(seconds)
+	}
+}
+
+// CountRetry counts a request sent to the vault again, by reason.
+func (m *Metrics) CountRetry(reason string) {
+	if m != nil {
+		m.UpstreamRetries.WithLabelValues(reason).Inc()
+	}
+}
+
+// CountDiagnosis counts a diagnosis attached to a response.
+func (m *Metrics) CountDiagnosis(code string) {
+	if m != nil {
+		m.Diagnoses.WithLabelValues(code).Inc()
+	}
+}
+
+// ObserveTokenFetch records one fetch from the credential and its result.
+// A failed fetch has no result here: see CountTokenResult.
+func (m *Metrics) ObserveTokenFetch(seconds float64) {
+	if m != nil {
+		m.TokenRefresh.Observe(seconds)
+	}
+}
+
+// CountTokenResult counts a token acquisition by result.
+func (m *Metrics) CountTokenResult(result string) {
+	if m != nil {
+		m.TokenAcquisitions.WithLabelValues(result).Inc()
+	}
+}
+
+// SetTokenExpiry sets kvproxy_token_expiry_timestamp_seconds (0: none held).
+func (m *Metrics) SetTokenExpiry(unix int64) {
+	if m != nil {
+		m.TokenExpiry.Set(float64(unix))
+	}
 }

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -57,4 +58,44 @@ func TestObserveRequestDoesNotAllocate(t *testing.T) {
 	if a := testing.AllocsPerRun(100, func() { m.ObserveRequest("GET", 200, 0.001) }); a > 0 {
 		t.Errorf("%v allocs per request", a)
 	}
+}
+
+// Names is the list the manifests' and dashboards' tests check against, so
+// it must be exactly what a registry exports under kvproxy_.
+func TestNamesAreWhatIsExported(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	RegisterReady(reg, func() bool { return false })
+	m.InitSeries([]string{"x"})
+	m.ObserveRequest("GET", 200, 0)
+	m.SetBuildInfo("v", "c", "go")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var have []string
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "kvproxy_") {
+			have = append(have, mf.GetName())
+		}
+	}
+	want := append([]string(nil), Names()...)
+	slices.Sort(have)
+	slices.Sort(want)
+	if !slices.Equal(have, want) {
+		t.Errorf("exported %v\nNames() %v", have, want)
+	}
+}
+
+func TestNilMetricsAreSafe(t *testing.T) {
+	var m *Metrics
+	m.ObserveRequest("GET", 200, 0)
+	m.RequestStarted()
+	m.RequestDone()
+	m.ObserveUpstream(0)
+	m.CountRetry(RetryThrottled)
+	m.CountDiagnosis("x")
+	m.ObserveTokenFetch(0)
+	m.CountTokenResult(ResultSuccess)
+	m.SetTokenExpiry(0)
 }

@@ -7,31 +7,10 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-)
 
-// Diagnosis codes kvproxy answers itself (a contract: X-Kvproxy-Diagnosis
-// and kvproxy_diagnoses_total use them).
-const (
-	DiagMetadataHeaderMissing = "metadata-header-missing"
-	DiagReadOnly              = "read-only"
-	DiagBodyTooLarge          = "body-too-large"
-	DiagBodyUnreadable        = "body-unreadable"
-	DiagInvalidRequestTarget  = "invalid-request-target"
-	DiagMethodNotAllowed      = "method-not-allowed"
-	DiagTokenUnavailable      = "token-unavailable"
-	DiagUpstreamUnavailable   = "upstream-unavailable"
+	"github.com/kvproxy/kvproxy/diagnose"
+	"github.com/kvproxy/kvproxy/kvwire"
 )
-
-// DiagnosisCodes lists every diagnosis kvproxy can attach, so counters can
-// start at zero for each (an alert on increase() then sees the first one).
-func DiagnosisCodes() []string {
-	return []string{
-		DiagMetadataHeaderMissing, DiagReadOnly, DiagBodyTooLarge, DiagBodyUnreadable,
-		DiagInvalidRequestTarget, DiagMethodNotAllowed, DiagTokenUnavailable, DiagUpstreamUnavailable,
-		DiagForbiddenByFirewall, DiagForbiddenByPrivateLink, DiagForbiddenByRBAC, DiagForbiddenByPolicy,
-		DiagForbidden, DiagTenantMismatch, DiagAudienceMismatch, DiagTokenExpired, DiagTokenRejected,
-	}
-}
 
 // HeaderDiagnosis carries kvproxy's diagnosis code on responses it explains.
 const HeaderDiagnosis = "X-Kvproxy-Diagnosis"
@@ -76,18 +55,13 @@ func (p *Proxy) refuse(w http.ResponseWriter, r refusal) {
 	p.countDiagnosis(r.diagnosis)
 }
 
-func (p *Proxy) countDiagnosis(code string) {
-	if p.o.Metrics != nil {
-		p.o.Metrics.Diagnoses.WithLabelValues(code).Inc()
-	}
-}
+func (p *Proxy) countDiagnosis(code string) { p.o.Metrics.CountDiagnosis(code) }
 
-// tokenDetailer is implemented by auth.TokenError: an error that says, in
-// words a user can act on, why no token could be had.
-type tokenDetailer interface {
-	error
-	TokenDetail() string
-}
+// tokenFailure marks an error of the TokenSource: no token could be had.
+type tokenFailure struct{ err error }
+
+func (e tokenFailure) Error() string { return e.err.Error() }
+func (e tokenFailure) Unwrap() error { return e.err }
 
 // statusClientClosed is recorded (never sent) when the client went away.
 const statusClientClosed = 499
@@ -96,21 +70,21 @@ const statusClientClosed = 499
 // response: token failures → 503, timeouts → 504, client gone → no answer,
 // anything else → 502.
 func classify(r *http.Request, err error) (refusal, bool) {
-	var td tokenDetailer
-	if errors.As(err, &td) {
-		return refusal{status: http.StatusServiceUnavailable, code: "TokenUnavailable", diagnosis: DiagTokenUnavailable,
-			message: "kvproxy holds no valid access token for the vault.", detail: td.TokenDetail()}, true
+	var tf tokenFailure
+	if errors.As(err, &tf) {
+		return refusal{status: http.StatusServiceUnavailable, code: "TokenUnavailable", diagnosis: diagnose.TokenUnavailable,
+			message: "kvproxy holds no valid access token for the vault.", detail: kvwire.Redact(tf.Error())}, true
 	}
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		return refusal{status: statusClientClosed}, false
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return refusal{status: http.StatusGatewayTimeout, code: "UpstreamTimeout", diagnosis: DiagUpstreamUnavailable,
+		return refusal{status: http.StatusGatewayTimeout, code: "UpstreamTimeout", diagnosis: diagnose.UpstreamUnavailable,
 			message: "The vault did not answer within KVPROXY_UPSTREAM_TIMEOUT.",
 			detail:  "the vault did not answer in time (" + summarize(err) + "); check its health and the network path, or raise KVPROXY_UPSTREAM_TIMEOUT"}, true
 	}
-	return refusal{status: http.StatusBadGateway, code: "UpstreamUnavailable", diagnosis: DiagUpstreamUnavailable,
+	return refusal{status: http.StatusBadGateway, code: "UpstreamUnavailable", diagnosis: diagnose.UpstreamUnavailable,
 		message: "kvproxy could not reach the vault.",
 		detail:  "the vault could not be reached (" + summarize(err) + "); check DNS, the firewall or private endpoint, and the trusted CA bundle"}, true
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/metrics"
 )
 
@@ -75,7 +76,7 @@ func FuzzServeHTTP(f *testing.F) {
 				t.Fatalf("Metadata forwarded for %q", raw)
 			}
 		}
-		if len(sent) > 0 && w.Code >= 400 && w.Header().Get(HeaderDiagnosis) == DiagMetadataHeaderMissing {
+		if len(sent) > 0 && w.Code >= 400 && w.Header().Get(HeaderDiagnosis) == diagnose.MetadataHeaderMissing {
 			t.Fatalf("refused request was forwarded: %q", raw)
 		}
 	})

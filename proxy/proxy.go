@@ -16,27 +16,22 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
-	"github.com/kvproxy/kvproxy/internal/clock"
+	"github.com/kvproxy/kvproxy/diagnose"
+	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
 )
 
-// TokenSource hands out the access token to inject. *auth.Cache satisfies it.
+// TokenSource hands out the access token to inject; *auth.Cache satisfies
+// it. Any error from it means no token can be had: the client gets 503
+// token-unavailable with the error's text as the detail, so that text must
+// hold no secret.
 type TokenSource interface {
+	// Token returns a token that is not expired.
 	Token(ctx context.Context) (azcore.AccessToken, error)
-}
-
-// Renewer replaces a token the vault rejected. Renew returns a token other
-// than rejected, or an error; challenge is the 401's WWW-Authenticate value,
-// which may carry a claims challenge. *auth.Cache satisfies it.
-type Renewer interface {
-	Renew(ctx context.Context, rejected, challenge string) (azcore.AccessToken, error)
-}
-
-// TokenInfo is what diagnostics read from a token's claims.
-type TokenInfo struct {
-	Identity             Identity
-	Audience             string
-	ExpiresAt, NotBefore time.Time
+	// Renew replaces a token the vault rejected (answered 401): it returns
+	// a token other than rejected, or an error. challenge is the 401's
+	// parsed WWW-Authenticate, which may carry a CAE claims challenge.
+	Renew(ctx context.Context, rejected string, challenge kvwire.Challenge) (azcore.AccessToken, error)
 }
 
 // Options configure a Proxy. Vault and Tokens are required.
@@ -45,20 +40,12 @@ type Options struct {
 	// can change it.
 	Vault  *url.URL
 	Tokens TokenSource
-	// Renewer, when set, lets a request the vault answered 401 be retried
-	// once with a new token.
-	Renewer Renewer
-	// Inspect reads a token's claims for diagnostics; nil leaves identities
-	// out of diagnoses.
-	Inspect func(token string) TokenInfo
 	// Scope is the token scope in use (named by audience diagnoses).
 	Scope string
-	// OnChallenge receives the WWW-Authenticate value of each 401 from the
-	// vault, so the vault's tenant can be learned.
-	OnChallenge func(wwwAuthenticate string)
-	// VaultTenant returns the vault's tenant as learned from its challenge
-	// ("" when unknown).
-	VaultTenant func() string
+	// OnChallenge, when set, receives the parsed WWW-Authenticate challenge
+	// of each 401 the client gets from the vault (*auth.Challenges.Observe
+	// learns the vault's tenant from it).
+	OnChallenge func(kvwire.Challenge)
 	// Transport carries requests to the vault (default NewTransport).
 	Transport       http.RoundTripper
 	APIVersion      string        // added when a request has no api-version
@@ -70,9 +57,8 @@ type Options struct {
 	// 503 (GET and HEAD), waiting Retry-After up to RetryMaxWait.
 	RetryMax     int
 	RetryMaxWait time.Duration
-	Metrics      *metrics.Metrics
+	Metrics      *metrics.Metrics // nil records nothing
 	Logger       *slog.Logger
-	Clock        clock.Clock
 }
 
 // Proxy is the HTTP handler of the proxy listener.
@@ -98,9 +84,6 @@ func New(o Options) (*Proxy, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Clock == nil {
-		o.Clock = clock.Real{}
 	}
 	if o.APIVersion == "" {
 		o.APIVersion = "7.5"
@@ -149,8 +132,11 @@ func New(o Options) (*Proxy, error) {
 
 // requestState travels with a request through the reverse proxy.
 type requestState struct {
-	body      []byte // the buffered request body (nil when none)
-	token     string // the token last sent, for diagnostics; never logged
+	body  []byte // the buffered request body (nil when none)
+	token string // the token last sent, for diagnostics; never logged
+	// challenge is the parsed WWW-Authenticate of the last 401 the vault
+	// answered, parsed once for renewal, learning and diagnosis.
+	challenge kvwire.Challenge
 	requestID string // x-ms-request-id of the vault's answer
 	status    int
 	// inboundHost is the Host the client used, for rewriting nextLink.
@@ -166,11 +152,9 @@ func stateOf(ctx context.Context) *requestState {
 
 // ServeHTTP applies the request policy, then forwards to the vault.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := p.o.Clock.Now()
+	start := time.Now()
 	m := p.o.Metrics
-	if m != nil {
-		m.Inflight.Inc()
-	}
+	m.RequestStarted()
 	st := &requestState{inboundHost: safeHost(r.Host)}
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
@@ -181,11 +165,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		d := p.o.Clock.Now().Sub(start)
-		if m != nil {
-			m.Inflight.Dec()
-			m.ObserveRequest(r.Method, status, d.Seconds())
-		}
+		d := time.Since(start)
+		m.RequestDone()
+		m.ObserveRequest(r.Method, status, d.Seconds())
 		if p.o.Logger.Enabled(r.Context(), slog.LevelDebug) {
 			p.o.Logger.LogAttrs(r.Context(), slog.LevelDebug, "request",
 				slog.String("method", r.Method), slog.String("path", r.URL.Path),
@@ -207,7 +189,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// any byte reaches the vault, and the body can be replayed on retry.
 		body, err := io.ReadAll(io.LimitReader(r.Body, p.o.MaxBodyBytes+1))
 		if err != nil {
-			p.refuse(sw, refusal{status: http.StatusBadRequest, code: "BadRequest", diagnosis: DiagBodyUnreadable,
+			p.refuse(sw, refusal{status: http.StatusBadRequest, code: "BadRequest", diagnosis: diagnose.BodyUnreadable,
 				message: "The request body could not be read.", detail: "the client stopped sending the body: " + summarize(err)})
 			return
 		}
@@ -231,7 +213,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func tooLarge(limit int64) refusal {
-	return refusal{status: http.StatusRequestEntityTooLarge, code: "RequestBodyTooLarge", diagnosis: DiagBodyTooLarge,
+	return refusal{status: http.StatusRequestEntityTooLarge, code: "RequestBodyTooLarge", diagnosis: diagnose.BodyTooLarge,
 		message: fmt.Sprintf("The request body is larger than %d bytes.", limit),
 		detail:  "kvproxy refuses bodies over KVPROXY_MAX_BODY_BYTES; Key Vault secrets are at most 25 KiB"}
 }
@@ -241,7 +223,7 @@ func (p *Proxy) checkRequest(r *http.Request) (refusal, bool) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodPatch, http.MethodDelete:
 	default:
-		return refusal{status: http.StatusMethodNotAllowed, code: "MethodNotAllowed", diagnosis: DiagMethodNotAllowed,
+		return refusal{status: http.StatusMethodNotAllowed, code: "MethodNotAllowed", diagnosis: diagnose.MethodNotAllowed,
 			message: "kvproxy forwards GET, HEAD, PUT, POST, PATCH and DELETE only.",
 			detail:  r.Method + " is not a Key Vault operation; kvproxy is not a forward proxy"}, true
 	}
@@ -250,17 +232,17 @@ func (p *Proxy) checkRequest(r *http.Request) (refusal, bool) {
 	// to point a proxy at another host; kvproxy never would, but refusing
 	// says so clearly instead of silently sending it to the vault.
 	if !strings.HasPrefix(r.RequestURI, "/") || strings.HasPrefix(r.RequestURI, "//") || r.URL.Host != "" {
-		return refusal{status: http.StatusBadRequest, code: "InvalidRequestTarget", diagnosis: DiagInvalidRequestTarget,
+		return refusal{status: http.StatusBadRequest, code: "InvalidRequestTarget", diagnosis: diagnose.InvalidRequestTarget,
 			message: "The request target must be a path such as /secrets/name?api-version=7.5.",
 			detail:  "kvproxy forwards only to its configured vault (" + p.vault + "); send the Key Vault path, not a URL"}, true
 	}
 	if p.o.RequireMetadata && !strings.EqualFold(r.Header.Get("Metadata"), "true") {
-		return refusal{status: http.StatusBadRequest, code: "MetadataHeaderMissing", diagnosis: DiagMetadataHeaderMissing,
+		return refusal{status: http.StatusBadRequest, code: "MetadataHeaderMissing", diagnosis: diagnose.MetadataHeaderMissing,
 			message: "Required metadata header not specified.",
 			detail:  "add the header 'Metadata: true' to requests to kvproxy (it proves the request was not forged through the app); KVPROXY_REQUIRE_METADATA_HEADER=false turns the check off"}, true
 	}
 	if p.o.ReadOnly && r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return refusal{status: http.StatusMethodNotAllowed, code: "ReadOnly", diagnosis: DiagReadOnly,
+		return refusal{status: http.StatusMethodNotAllowed, code: "ReadOnly", diagnosis: diagnose.ReadOnly,
 			message: "kvproxy is read-only: only GET and HEAD are forwarded.",
 			detail:  "KVPROXY_READ_ONLY=true refuses " + r.Method + "; unset it to allow writes"}, true
 	}

@@ -22,16 +22,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
 )
 
-// staticTokens hands out one token, or an error.
+// staticTokens hands out one token, or an error; asked to renew, it hands
+// out next, or fails when next is empty or the rejected token.
 type staticTokens struct {
-	mu    sync.Mutex
-	tok   string
-	err   error
-	calls atomic.Int32
+	mu      sync.Mutex
+	tok     string
+	err     error
+	calls   atomic.Int32
+	next    string
+	renewed atomic.Int32
 }
 
 func (s *staticTokens) Token(context.Context) (azcore.AccessToken, error) {
@@ -44,13 +49,7 @@ func (s *staticTokens) Token(context.Context) (azcore.AccessToken, error) {
 	return azcore.AccessToken{Token: s.tok, ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
-// renewer hands out next when asked to renew.
-type renewer struct {
-	next    string
-	renewed atomic.Int32
-}
-
-func (r *renewer) Renew(_ context.Context, rejected, _ string) (azcore.AccessToken, error) {
+func (r *staticTokens) Renew(_ context.Context, rejected string, _ kvwire.Challenge) (azcore.AccessToken, error) {
 	r.renewed.Add(1)
 	if r.next == "" || r.next == rejected {
 		return azcore.AccessToken{}, errors.New("no other token")
@@ -58,10 +57,6 @@ func (r *renewer) Renew(_ context.Context, rejected, _ string) (azcore.AccessTok
 	return azcore.AccessToken{Token: r.next, ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
-type tokenErr struct{ detail string }
-
-func (e *tokenErr) Error() string       { return "token: " + e.detail }
-func (e *tokenErr) TokenDetail() string { return e.detail }
 
 func goodToken() string {
 	return azfake.MintToken(azfake.TokenClaims{TenantID: azfake.DefaultTenantID, ObjectID: azfake.DefaultObjectID,
@@ -95,13 +90,6 @@ func setup(t *testing.T, mod func(*Options)) *env {
 		Vault: u, Tokens: e.tokens, Transport: NewTransport(TransportOptions{RootCAs: certs.CertPool}),
 		APIVersion: "7.5", RequireMetadata: true, MaxBodyBytes: 1024, UpstreamTimeout: 5 * time.Second,
 		RetryMax: 2, RetryMaxWait: time.Second, Metrics: e.metrics, Scope: "https://vault.azure.net/.default",
-		Inspect: func(tok string) TokenInfo {
-			c, err := azfake.ParseToken(tok)
-			if err != nil {
-				return TokenInfo{}
-			}
-			return TokenInfo{Identity: Identity{TenantID: c.TenantID, ObjectID: c.ObjectID, AppID: c.AppID}, Audience: c.Audience, ExpiresAt: c.ExpiresAt, NotBefore: c.NotBefore}
-		},
 	}
 	if mod != nil {
 		mod(&o)
@@ -206,15 +194,15 @@ func TestRefusalsNeverReachTheVault(t *testing.T) {
 		status    int
 		diagnosis string
 	}{
-		{name: "no Metadata header", method: "GET", path: "/secrets/db-password", hdr: []string{"Metadata", ""}, status: 400, diagnosis: DiagMetadataHeaderMissing},
-		{name: "Metadata false", method: "GET", path: "/secrets/db-password", hdr: []string{"Metadata", "false"}, status: 400, diagnosis: DiagMetadataHeaderMissing},
-		{name: "read-only PUT", readOnly: true, method: "PUT", path: "/secrets/x", body: strings.NewReader(`{"value":"v"}`), status: 405, diagnosis: DiagReadOnly},
-		{name: "read-only DELETE", readOnly: true, method: "DELETE", path: "/secrets/db-password", status: 405, diagnosis: DiagReadOnly},
-		{name: "read-only POST", readOnly: true, method: "POST", path: "/keys/k/sign", status: 405, diagnosis: DiagReadOnly},
-		{name: "body over limit by length", method: "PUT", path: "/secrets/x", body: strings.NewReader(big), status: 413, diagnosis: DiagBodyTooLarge},
-		{name: "chunked body over limit", method: "PUT", path: "/secrets/x", body: chunked{strings.NewReader(big)}, status: 413, diagnosis: DiagBodyTooLarge},
-		{name: "TRACE", method: "TRACE", path: "/secrets/x", status: 405, diagnosis: DiagMethodNotAllowed},
-		{name: "OPTIONS", method: "OPTIONS", path: "/secrets/x", status: 405, diagnosis: DiagMethodNotAllowed},
+		{name: "no Metadata header", method: "GET", path: "/secrets/db-password", hdr: []string{"Metadata", ""}, status: 400, diagnosis: diagnose.MetadataHeaderMissing},
+		{name: "Metadata false", method: "GET", path: "/secrets/db-password", hdr: []string{"Metadata", "false"}, status: 400, diagnosis: diagnose.MetadataHeaderMissing},
+		{name: "read-only PUT", readOnly: true, method: "PUT", path: "/secrets/x", body: strings.NewReader(`{"value":"v"}`), status: 405, diagnosis: diagnose.ReadOnly},
+		{name: "read-only DELETE", readOnly: true, method: "DELETE", path: "/secrets/db-password", status: 405, diagnosis: diagnose.ReadOnly},
+		{name: "read-only POST", readOnly: true, method: "POST", path: "/keys/k/sign", status: 405, diagnosis: diagnose.ReadOnly},
+		{name: "body over limit by length", method: "PUT", path: "/secrets/x", body: strings.NewReader(big), status: 413, diagnosis: diagnose.BodyTooLarge},
+		{name: "chunked body over limit", method: "PUT", path: "/secrets/x", body: chunked{strings.NewReader(big)}, status: 413, diagnosis: diagnose.BodyTooLarge},
+		{name: "TRACE", method: "TRACE", path: "/secrets/x", status: 405, diagnosis: diagnose.MethodNotAllowed},
+		{name: "OPTIONS", method: "OPTIONS", path: "/secrets/x", status: 405, diagnosis: diagnose.MethodNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,8 +224,8 @@ func TestRefusalsNeverReachTheVault(t *testing.T) {
 
 func assertRefusal(t *testing.T, resp *http.Response, body []byte, status int, diagnosis string) {
 	t.Helper()
-	if !slices.Contains(DiagnosisCodes(), diagnosis) {
-		t.Errorf("%q is missing from DiagnosisCodes()", diagnosis)
+	if !slices.Contains(diagnose.Codes(), diagnosis) {
+		t.Errorf("%q is missing from diagnose.Codes()", diagnosis)
 	}
 	if resp.StatusCode != status {
 		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, body)
@@ -327,9 +315,9 @@ func TestSSRFVectors(t *testing.T) {
 
 func TestTokenUnavailable(t *testing.T) {
 	e := setup(t, nil)
-	e.tokens.err = &tokenErr{detail: "the identity endpoint is unreachable (connection refused)"}
+	e.tokens.err = errors.New("the identity endpoint is unreachable (connection refused)")
 	resp, body := e.do(t, "GET", "/secrets/db-password", nil)
-	assertRefusal(t, resp, body, 503, DiagTokenUnavailable)
+	assertRefusal(t, resp, body, 503, diagnose.TokenUnavailable)
 	if !strings.Contains(string(body), "connection refused") {
 		t.Errorf("detail lost: %s", body)
 	}
@@ -345,13 +333,13 @@ func TestUpstreamUnavailable(t *testing.T) {
 		ln.Close()
 		e := setup(t, func(o *Options) { o.Vault = &url.URL{Scheme: "https", Host: addr} })
 		resp, body := e.do(t, "GET", "/secrets/db-password", nil)
-		assertRefusal(t, resp, body, 502, DiagUpstreamUnavailable)
+		assertRefusal(t, resp, body, 502, diagnose.UpstreamUnavailable)
 	})
 	t.Run("timeout is 504", func(t *testing.T) {
 		e := setup(t, func(o *Options) { o.UpstreamTimeout = 200 * time.Millisecond })
 		e.vault.SetLatency(5 * time.Second)
 		resp, body := e.do(t, "GET", "/secrets/db-password", nil)
-		assertRefusal(t, resp, body, 504, DiagUpstreamUnavailable)
+		assertRefusal(t, resp, body, 504, diagnose.UpstreamUnavailable)
 	})
 }
 
@@ -428,8 +416,9 @@ func TestUnauthorizedIsRetriedOnceWithANewToken(t *testing.T) {
 	expired := azfake.MintToken(azfake.TokenClaims{TenantID: azfake.DefaultTenantID, ObjectID: azfake.DefaultObjectID,
 		AppID: azfake.DefaultAppID, Audience: "https://vault.azure.net",
 		IssuedAt: time.Now().Add(-2 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)})
-	ren := &renewer{next: goodToken()}
-	e := setup(t, func(o *Options) { o.Renewer = ren })
+	e := setup(t, nil)
+	e.tokens.next = goodToken()
+	ren := e.tokens
 	e.tokens.tok = expired
 	resp, body := e.do(t, "GET", "/secrets/db-password", nil)
 	if resp.StatusCode != 200 {
@@ -446,7 +435,7 @@ func TestUnauthorizedIsRetriedOnceWithANewToken(t *testing.T) {
 	ren.next = ""
 	e.vault.ResetRequests()
 	resp, body = e.do(t, "GET", "/secrets/db-password", nil)
-	if resp.StatusCode != 401 || resp.Header.Get(HeaderDiagnosis) != DiagTokenExpired {
+	if resp.StatusCode != 401 || resp.Header.Get(HeaderDiagnosis) != diagnose.TokenExpired {
 		t.Fatalf("status %d diagnosis %q: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), body)
 	}
 	if n := len(e.vault.Requests()); n != 1 {
@@ -571,38 +560,38 @@ func TestDiagnosesThroughTheProxy(t *testing.T) {
 		code   string
 		check  func(t *testing.T, d map[string]any)
 	}{
-		{name: "firewall", secret: azfake.SecretForbiddenFirewall, status: 403, code: DiagForbiddenByFirewall, check: func(t *testing.T, d map[string]any) {
+		{name: "firewall", secret: azfake.SecretForbiddenFirewall, status: 403, code: diagnose.ForbiddenByFirewall, check: func(t *testing.T, d map[string]any) {
 			if d["clientAddress"] != "127.0.0.1" {
 				t.Errorf("clientAddress %v", d["clientAddress"])
 			}
 		}},
-		{name: "rbac", secret: azfake.SecretForbiddenRBAC, status: 403, code: DiagForbiddenByRBAC, check: func(t *testing.T, d map[string]any) {
+		{name: "rbac", secret: azfake.SecretForbiddenRBAC, status: 403, code: diagnose.ForbiddenByRBAC, check: func(t *testing.T, d map[string]any) {
 			if d["suggestedRole"] != "Key Vault Secrets User" || !strings.HasPrefix(d["fix"].(string), "az role assignment create") {
 				t.Errorf("role %v fix %v", d["suggestedRole"], d["fix"])
 			}
 		}},
-		{name: "access policy", secret: azfake.SecretForbiddenPolicy, status: 403, code: DiagForbiddenByPolicy},
-		{name: "private link", secret: azfake.SecretForbiddenPrivateLink, status: 403, code: DiagForbiddenByPrivateLink},
-		{name: "other 403", secret: azfake.SecretForbiddenDisabled, status: 403, code: DiagForbidden},
-		{name: "tenant", secret: azfake.SecretUnauthorizedTenant, status: 401, code: DiagTenantMismatch, check: func(t *testing.T, d map[string]any) {
+		{name: "access policy", secret: azfake.SecretForbiddenPolicy, status: 403, code: diagnose.ForbiddenByPolicy},
+		{name: "private link", secret: azfake.SecretForbiddenPrivateLink, status: 403, code: diagnose.ForbiddenByPrivateLink},
+		{name: "other 403", secret: azfake.SecretForbiddenDisabled, status: 403, code: diagnose.Forbidden},
+		{name: "tenant", secret: azfake.SecretUnauthorizedTenant, status: 401, code: diagnose.TenantMismatch, check: func(t *testing.T, d map[string]any) {
 			if d["actualTenant"] != azfake.ForeignTenantID || d["expectedTenant"] != azfake.DefaultTenantID {
 				t.Errorf("tenants: actual %v expected %v", d["actualTenant"], d["expectedTenant"])
 			}
 		}},
-		{name: "audience", secret: azfake.SecretUnauthorizedAudience, status: 401, code: DiagAudienceMismatch, check: func(t *testing.T, d map[string]any) {
+		{name: "audience", secret: azfake.SecretUnauthorizedAudience, status: 401, code: diagnose.AudienceMismatch, check: func(t *testing.T, d map[string]any) {
 			if strings.Contains(d["detail"].(string), "should be https://vault.azure.net/.default") {
 				t.Errorf("advises the scope already in use: %v", d["detail"])
 			}
 		}},
-		{name: "expired", secret: azfake.SecretUnauthorizedExpired, status: 401, code: DiagTokenExpired},
-		{name: "rejected", secret: azfake.SecretUnauthorizedRejected, status: 401, code: DiagTokenRejected},
+		{name: "expired", secret: azfake.SecretUnauthorizedExpired, status: 401, code: diagnose.TokenExpired},
+		{name: "rejected", secret: azfake.SecretUnauthorizedRejected, status: 401, code: diagnose.TokenRejected},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := setup(t, nil)
 			resp, body := e.do(t, "GET", "/secrets/"+tt.secret, nil)
-			if !slices.Contains(DiagnosisCodes(), tt.code) {
-				t.Errorf("%q is missing from DiagnosisCodes()", tt.code)
+			if !slices.Contains(diagnose.Codes(), tt.code) {
+				t.Errorf("%q is missing from diagnose.Codes()", tt.code)
 			}
 			if resp.StatusCode != tt.status || resp.Header.Get(HeaderDiagnosis) != tt.code {
 				t.Fatalf("status %d diagnosis %q: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), body)

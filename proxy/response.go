@@ -7,6 +7,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/kvproxy/kvproxy/diagnose"
+	"github.com/kvproxy/kvproxy/kvwire"
 )
 
 // maxDiagnosedBody bounds how much of a 401/403 body kvproxy reads to
@@ -23,26 +27,26 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
 		return nil
 	}
-	if c := resp.Header.Values("WWW-Authenticate"); len(c) > 0 && resp.StatusCode == http.StatusUnauthorized && p.o.OnChallenge != nil {
-		p.o.OnChallenge(strings.Join(c, ", "))
-	}
 	st := stateOf(resp.Request.Context())
+	if st == nil {
+		st = &requestState{}
+	}
+	if resp.StatusCode == http.StatusUnauthorized && p.o.OnChallenge != nil && st.challenge != (kvwire.Challenge{}) {
+		p.o.OnChallenge(st.challenge)
+	}
 	body, complete := readBody(resp, maxDiagnosedBody)
-	in := DiagnoseInput{
-		Status: resp.StatusCode, Header: resp.Header, Body: body,
+	in := diagnose.Input{
+		Status: resp.StatusCode, Body: body, Challenge: st.challenge,
+		NetworkInfo: resp.Header.Get("x-ms-keyvault-network-info"), RequestID: resp.Header.Get("x-ms-request-id"),
 		Method: resp.Request.Method, Path: resp.Request.URL.Path,
-		Vault: p.vault, Scope: p.o.Scope, Now: p.o.Clock.Now(),
+		Vault: p.vault, Scope: p.o.Scope, Now: time.Now(),
 	}
-	if p.o.VaultTenant != nil {
-		in.VaultTenantID = p.o.VaultTenant()
+	if st.token != "" {
+		in.Token, _ = kvwire.ParseClaims(st.token) // claims only: a token that is not a JWT names no identity
 	}
-	if st != nil && st.token != "" && p.o.Inspect != nil {
-		info := p.o.Inspect(st.token)
-		in.Identity, in.TokenExpiresAt, in.TokenNotBefore = info.Identity, info.ExpiresAt, info.NotBefore
-	}
-	d := Diagnose(in)
+	d := diagnose.Diagnose(in)
 	if d != nil && complete {
-		if enriched, ok := EnrichBody(body, d); ok {
+		if enriched, ok := diagnose.EnrichBody(body, d); ok {
 			body = enriched
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
 )
 
@@ -33,7 +34,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	tok, err := p.o.Tokens.Token(ctx)
 	if err != nil {
-		return nil, err
+		return nil, tokenFailure{err}
 	}
 	renewed, retries := false, 0 // a 401 renewal does not use up KVPROXY_RETRY_MAX
 	for attempt := 0; ; attempt++ {
@@ -44,23 +45,23 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		out.Header.Set("Authorization", "Bearer "+tok.Token)
 		st.token = tok.Token
-		start := p.o.Clock.Now()
+		start := time.Now()
 		resp, err := p.o.Transport.RoundTrip(out)
-		if m := p.o.Metrics; m != nil {
-			m.UpstreamDuration.Observe(p.o.Clock.Now().Sub(start).Seconds())
-		}
+		p.o.Metrics.ObserveUpstream(time.Since(start).Seconds())
 		if err != nil {
 			return nil, err
 		}
 		st.requestID = resp.Header.Get("x-ms-request-id")
+		if resp.StatusCode == http.StatusUnauthorized {
+			st.challenge = parseChallenge(resp.Header)
+		}
 
 		switch {
-		case resp.StatusCode == http.StatusUnauthorized && !renewed && p.o.Renewer != nil:
+		case resp.StatusCode == http.StatusUnauthorized && !renewed:
 			// The vault rejected the token: it was revoked, or a claims
 			// challenge (CAE) asks for a new one. Get another and try once.
 			renewed = true
-			challenge := strings.Join(resp.Header.Values("WWW-Authenticate"), ", ")
-			next, rerr := p.o.Renewer.Renew(ctx, tok.Token, challenge)
+			next, rerr := p.o.Tokens.Renew(ctx, tok.Token, st.challenge)
 			if rerr != nil {
 				return resp, nil // diagnose the vault's 401 as it is
 			}
@@ -71,7 +72,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		case retries < p.o.RetryMax && retryable(req.Method, resp.StatusCode):
 			wait := p.retryWait(resp.Header.Get("Retry-After"), retries)
 			retries++
-			if dl, ok := ctx.Deadline(); ok && p.o.Clock.Now().Add(wait).After(dl) {
+			if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
 				return resp, nil // no time left to wait: the client gets the 429/503
 			}
 			discard(resp)
@@ -83,7 +84,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-p.o.Clock.After(wait):
+			case <-time.After(wait):
 			}
 			continue
 		}
@@ -108,17 +109,24 @@ func retryable(method string, status int) bool {
 // retryWait honours Retry-After up to RetryMaxWait; without one it backs off
 // exponentially from 500ms with full jitter.
 func (p *Proxy) retryWait(retryAfter string, attempt int) time.Duration {
-	if d, ok := ParseRetryAfter(retryAfter, p.o.Clock.Now()); ok {
+	if d, ok := ParseRetryAfter(retryAfter, time.Now()); ok {
 		return min(d, p.o.RetryMaxWait)
 	}
 	d := min(500*time.Millisecond<<attempt, p.o.RetryMaxWait)
 	return d/2 + rand.N(d/2+1)
 }
 
-func (p *Proxy) countRetry(reason string) {
-	if p.o.Metrics != nil {
-		p.o.Metrics.UpstreamRetries.WithLabelValues(reason).Inc()
+func (p *Proxy) countRetry(reason string) { p.o.Metrics.CountRetry(reason) }
+
+// parseChallenge reads a 401's WWW-Authenticate challenges (zero when there
+// is no Bearer challenge; a bad claims parameter leaves the rest readable).
+func parseChallenge(h http.Header) kvwire.Challenge {
+	v := h.Values("WWW-Authenticate")
+	if len(v) == 0 {
+		return kvwire.Challenge{}
 	}
+	c, _ := kvwire.ParseChallenge(strings.Join(v, ", "))
+	return c
 }
 
 // ParseRetryAfter reads a Retry-After value: delay seconds or an HTTP date,

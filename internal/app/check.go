@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -8,13 +9,15 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/kvproxy/kvproxy/auth"
+	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/internal/config"
-	"github.com/kvproxy/kvproxy/proxy"
+	"github.com/kvproxy/kvproxy/kvwire"
 )
 
 // CheckReport is what `kvproxy check -o json` prints.
@@ -38,10 +41,10 @@ type CheckIdentity struct {
 
 // CheckStep is one check and its outcome.
 type CheckStep struct {
-	Name      string           `json:"name"`
-	OK        bool             `json:"ok"`
-	Summary   string           `json:"summary"`
-	Diagnosis *proxy.Diagnosis `json:"diagnosis,omitempty"`
+	Name      string              `json:"name"`
+	OK        bool                `json:"ok"`
+	Summary   string              `json:"summary"`
+	Diagnosis *diagnose.Diagnosis `json:"diagnosis,omitempty"`
 }
 
 // runCheck acquires a token, discovers the vault's challenge and makes one
@@ -81,81 +84,74 @@ func runCheck(ctx context.Context, args []string, environ map[string]string, std
 	return ExitOK
 }
 
-// Check runs the checks of `kvproxy check` and reports them. An error means
-// the checks could not run at all (a bad credential configuration).
+// Check runs the checks of `kvproxy check` and reports them, with the same
+// parts `kvproxy run` builds. An error means the checks could not run at all
+// (a bad credential configuration).
 func Check(ctx context.Context, cfg *config.Config, d Deps) (*CheckReport, error) {
-	vaultURL, err := config.ParseVaultURL(cfg.VaultURL)
+	pt, err := build(cfg, d)
 	if err != nil {
 		return nil, err
 	}
-	scope, explicit := cfg.Scope()
-	kind := cfg.EffectiveCredential()
-	cred, desc, err := auth.NewCredential(credentialOptions(cfg, kind, d))
-	if err != nil {
-		return nil, &config.Error{Problems: []string{"KVPROXY_CREDENTIAL=" + kind + ": " + err.Error()}}
-	}
-	rep := &CheckReport{Vault: vaultURL.String(), Credential: desc, Scope: scope, OK: true}
+	rep := &CheckReport{Vault: pt.vault.String(), Credential: pt.credDesc, Scope: pt.scope, OK: true}
 	fail := func(s CheckStep) { s.OK = false; rep.OK = false; rep.Steps = append(rep.Steps, s) }
 	pass := func(s CheckStep) { s.OK = true; rep.Steps = append(rep.Steps, s) }
-	client := &http.Client{
-		Transport:     proxy.NewTransport(proxy.TransportOptions{RootCAs: d.RootCAs, ResponseHeaderTimeout: cfg.UpstreamTimeout}),
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	host := pt.vault.Hostname()
 
 	// 1. The vault's challenge: reachable, and asking for a resource the
 	//    vault host may ask for.
-	disc := auth.NewDiscovery(vaultURL.Host, explicit)
-	tenant := ""
-	ch, err := auth.DiscoverChallenge(ctx, client, vaultURL, cfg.APIVersion)
-	if err != nil {
-		fail(CheckStep{Name: "challenge", Summary: err.Error()})
-	} else if chScope, err := disc.Learn(ch); err != nil {
+	challenges := pt.challenges(nil, nil)
+	if chScope, err := pt.discover(ctx, challenges, cfg.APIVersion); err != nil {
 		fail(CheckStep{Name: "challenge", Summary: err.Error()})
 	} else {
-		tenant = ch.TenantID
-		pass(CheckStep{Name: "challenge", Summary: fmt.Sprintf("vault tenant %s, challenge scope %s", orDash(ch.TenantID), chScope)})
+		pass(CheckStep{Name: "challenge", Summary: fmt.Sprintf("vault tenant %s, challenge scope %s", cmp.Or(challenges.Tenant(), "-"), chScope)})
 	}
+	tenant := challenges.Tenant()
 
 	// 2. A token from the configured identity.
-	tro := policy.TokenRequestOptions{Scopes: []string{scope}}
-	if kind == auth.KindWorkloadIdentity || kind == auth.KindClientSecret {
+	tro := policy.TokenRequestOptions{Scopes: []string{pt.scope}}
+	if pt.kind.TakesTenant() {
 		tro.TenantID = tenant
 	}
-	tok, err := cred.GetToken(ctx, tro)
+	tok, err := pt.cred.GetToken(ctx, tro)
 	if err != nil {
 		te := auth.Describe(err)
 		fail(CheckStep{Name: "token", Summary: te.Detail,
-			Diagnosis: &proxy.Diagnosis{Code: proxy.DiagTokenUnavailable, Detail: te.Detail, Vault: vaultURL.Hostname()}})
+			Diagnosis: &diagnose.Diagnosis{Code: diagnose.TokenUnavailable, Detail: te.Detail, Vault: host}})
 		return rep, nil
 	}
-	info := inspect(tok.Token)
-	rep.Identity = &CheckIdentity{TenantID: info.Identity.TenantID, ObjectID: info.Identity.ObjectID,
-		AppID: info.Identity.AppID, Audience: info.Audience, ExpiresOn: tok.ExpiresOn.UTC().Format(time.RFC3339)}
-	pass(CheckStep{Name: "token", Summary: fmt.Sprintf("token for %s, expires %s", orDash(info.Audience), tok.ExpiresOn.UTC().Format(time.RFC3339))})
+	claims, _ := kvwire.ParseClaims(tok.Token)
+	rep.Identity = &CheckIdentity{TenantID: claims.TenantID, ObjectID: claims.ObjectID,
+		AppID: claims.AppID, Audience: claims.Audience, ExpiresOn: tok.ExpiresOn.UTC().Format(time.RFC3339)}
+	pass(CheckStep{Name: "token", Summary: fmt.Sprintf("token for %s, expires %s", cmp.Or(claims.Audience, "-"), tok.ExpiresOn.UTC().Format(time.RFC3339))})
 
 	// 3. One harmless read.
-	u := *vaultURL
+	u := *pt.vault
 	u.Path = "/secrets"
 	u.RawQuery = "maxresults=1&api-version=" + url.QueryEscape(cfg.APIVersion)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	req.Header.Set("Authorization", "Bearer "+tok.Token)
-	resp, err := client.Do(req)
+	resp, err := pt.client().Do(req)
 	if err != nil {
-		fail(CheckStep{Name: "read", Summary: "listing secrets failed: " + err.Error(),
-			Diagnosis: &proxy.Diagnosis{Code: proxy.DiagUpstreamUnavailable, Detail: err.Error(), Vault: vaultURL.Hostname()}})
+		detail := kvwire.RedactToken(err.Error(), tok.Token)
+		fail(CheckStep{Name: "read", Summary: "listing secrets failed: " + detail,
+			Diagnosis: &diagnose.Diagnosis{Code: diagnose.UpstreamUnavailable, Detail: detail, Vault: host}})
 		return rep, nil
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, kvwire.MaxErrorBody))
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		pass(CheckStep{Name: "read", Summary: "listed secrets (maxresults=1): 200 OK"})
 		return rep, nil
 	}
-	d0 := proxy.Diagnose(proxy.DiagnoseInput{
-		Status: resp.StatusCode, Header: resp.Header, Body: body, Method: http.MethodGet, Path: "/secrets",
-		Vault: vaultURL.Hostname(), Identity: info.Identity, TokenExpiresAt: info.ExpiresAt, TokenNotBefore: info.NotBefore,
-		Scope: scope, VaultTenantID: tenant, Now: time.Now(),
-	})
+	in := diagnose.Input{
+		Status: resp.StatusCode, Body: body, NetworkInfo: resp.Header.Get("x-ms-keyvault-network-info"),
+		RequestID: resp.Header.Get("x-ms-request-id"), Method: http.MethodGet, Path: "/secrets",
+		Vault: host, Token: claims, Scope: pt.scope, VaultTenantID: tenant, Now: time.Now(),
+	}
+	if v := resp.Header.Values("WWW-Authenticate"); len(v) > 0 {
+		in.Challenge, _ = kvwire.ParseChallenge(strings.Join(v, ", "))
+	}
+	d0 := diagnose.Diagnose(in)
 	summary := "listing secrets answered " + resp.Status
 	if d0 != nil {
 		summary += ": " + d0.Detail
@@ -167,7 +163,7 @@ func Check(ctx context.Context, cfg *config.Config, d Deps) (*CheckReport, error
 func printCheck(w io.Writer, rep *CheckReport) {
 	fmt.Fprintf(w, "vault       %s\nidentity    %s\nscope       %s\n", rep.Vault, rep.Credential, rep.Scope)
 	if id := rep.Identity; id != nil {
-		fmt.Fprintf(w, "token       tid=%s oid=%s appid=%s aud=%s expires=%s\n", orDash(id.TenantID), orDash(id.ObjectID), orDash(id.AppID), orDash(id.Audience), id.ExpiresOn)
+		fmt.Fprintf(w, "token       tid=%s oid=%s appid=%s aud=%s expires=%s\n", cmp.Or(id.TenantID, "-"), cmp.Or(id.ObjectID, "-"), cmp.Or(id.AppID, "-"), cmp.Or(id.Audience, "-"), id.ExpiresOn)
 	}
 	fmt.Fprintln(w)
 	for _, s := range rep.Steps {
@@ -188,11 +184,4 @@ func printCheck(w io.Writer, rep *CheckReport) {
 	} else {
 		fmt.Fprintln(w, "\nsome checks failed")
 	}
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

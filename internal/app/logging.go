@@ -3,15 +3,15 @@ package app
 import (
 	"io"
 	"log/slog"
-	"regexp"
 	"strings"
 
 	"github.com/kvproxy/kvproxy/internal/config"
+	"github.com/kvproxy/kvproxy/kvwire"
 )
 
 // newLogger returns the process logger. As a last line of defence it
-// redacts attributes named like credentials and any value shaped like a
-// JWT; kvproxy's own code never logs either.
+// redacts attributes named like credentials and, with kvwire.Redact, any
+// value shaped like a token; kvproxy's own code never logs either.
 func newLogger(w io.Writer, level, format string) *slog.Logger {
 	lvl, err := config.ParseLogLevel(level)
 	if err != nil {
@@ -24,8 +24,6 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-var tokenShape = regexp.MustCompile(`eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*`)
-
 func redactAttr(_ []string, a slog.Attr) slog.Attr {
 	switch k := strings.ToLower(a.Key); {
 	case k == "authorization", k == "token", k == "access_token", k == "accesstoken", k == "value",
@@ -33,8 +31,9 @@ func redactAttr(_ []string, a slog.Attr) slog.Attr {
 		return slog.String(a.Key, "[REDACTED]")
 	}
 	if a.Value.Kind() == slog.KindString {
-		if s := a.Value.String(); strings.Contains(s, "eyJ") {
-			return slog.String(a.Key, tokenShape.ReplaceAllString(s, "[REDACTED]"))
+		s := a.Value.String()
+		if r := kvwire.Redact(s); r != s {
+			return slog.String(a.Key, r)
 		}
 	}
 	return a

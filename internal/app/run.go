@@ -20,9 +20,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kvproxy/kvproxy/auth"
-	"github.com/kvproxy/kvproxy/internal/clock"
+	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/internal/config"
 	"github.com/kvproxy/kvproxy/internal/version"
+	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/proxy"
 )
@@ -34,7 +35,6 @@ type Deps struct {
 	ClientOptions azcore.ClientOptions
 	// RootCAs trusted toward the vault; nil means the system roots.
 	RootCAs *x509.CertPool
-	Clock   clock.Clock
 	// Started is called once both listeners are open, with their addresses.
 	Started func(proxyAddr, adminAddr string)
 }
@@ -42,20 +42,11 @@ type Deps struct {
 // Run serves until ctx ends, then drains: readiness turns 503, in-flight
 // requests finish (up to KVPROXY_SHUTDOWN_TIMEOUT), and Run returns nil.
 func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) error {
-	if d.Clock == nil {
-		d.Clock = clock.Real{}
-	}
-	vaultURL, err := config.ParseVaultURL(cfg.VaultURL)
+	pt, err := build(cfg, d)
 	if err != nil {
 		return err
 	}
-	scope, explicitScope := cfg.Scope()
-	kind := cfg.EffectiveCredential()
-	cred, credDesc, err := auth.NewCredential(credentialOptions(cfg, kind, d))
-	if err != nil {
-		return &config.Error{Problems: []string{"KVPROXY_CREDENTIAL=" + kind + ": " + err.Error()}}
-	}
-	if kind == auth.KindWorkloadIdentity {
+	if pt.kind == auth.KindWorkloadIdentity {
 		if err := auth.CheckTokenFile(cfg.AzureFederatedTokenFile); err != nil {
 			logger.Warn("federated token file not readable yet; will keep trying", slog.String("detail", err.Error()))
 		}
@@ -65,50 +56,24 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 	m := metrics.New(reg)
 	bi := version.Get()
 	m.SetBuildInfo(bi.Version, bi.Commit, bi.GoVersion)
-	m.InitSeries(proxy.DiagnosisCodes())
+	m.InitSeries(diagnose.Codes())
 
+	authLog := logger.With(slog.String("component", "auth"))
 	cache := auth.NewCache(auth.CacheOptions{
-		Credential: cred, Scope: scope, RefreshBefore: cfg.RefreshBefore,
-		Clock: d.Clock, Metrics: m, Logger: logger.With(slog.String("component", "auth")),
+		Credential: pt.cred, Scope: pt.scope, RefreshBefore: cfg.RefreshBefore,
+		RequestRetryInterval: cfg.TokenRetryInterval, Metrics: m, Logger: authLog,
 	})
-	transport := proxy.NewTransport(proxy.TransportOptions{RootCAs: d.RootCAs, ResponseHeaderTimeout: cfg.UpstreamTimeout})
-	disc := auth.NewDiscovery(vaultURL.Host, explicitScope)
-	usesTenant := kind == auth.KindWorkloadIdentity || kind == auth.KindClientSecret
-	learn := func(c auth.Challenge) bool {
-		chScope, err := disc.Learn(c)
-		if err != nil {
-			logger.Error("refusing the vault's challenge; no token will be requested for it", slog.String("detail", err.Error()))
-			return false
-		}
-		if usesTenant && c.TenantID != "" {
-			cache.SetTenant(c.TenantID)
-		}
-		if chScope != scope && !explicitScope {
-			logger.Warn("the vault's challenge asks for another scope than the one derived from its host; set KVPROXY_TOKEN_SCOPE to use it",
-				slog.String("challengeScope", chScope), slog.String("scope", scope))
-		}
-		return true
-	}
-	var lastChallenge atomic.Pointer[string]
+	challenges := pt.challenges(cache, authLog)
 	p, err := proxy.New(proxy.Options{
-		Vault: vaultURL, Tokens: cache, Renewer: cache, Inspect: inspect, Scope: scope,
-		VaultTenant: disc.Tenant,
-		OnChallenge: func(h string) {
-			// Vaults repeat the same challenge on every 401; learn (and
-			// log) only what is new.
-			if last := lastChallenge.Load(); last != nil && *last == h {
-				return
-			}
-			lastChallenge.Store(&h)
-			if c, err := auth.ParseChallenge(h); err == nil && c.Error == "" {
-				learn(c)
-			}
+		Vault: pt.vault, Tokens: cache, Scope: pt.scope,
+		OnChallenge: func(c kvwire.Challenge) {
+			challenges.Observe(c) //nolint:errcheck // Observe logs a refusal; the 401 is diagnosed as it is
 		},
-		Transport:       transport,
+		Transport:       pt.transport,
 		APIVersion:      cfg.APIVersion,
 		RequireMetadata: cfg.RequireMetadataHeader, ReadOnly: cfg.ReadOnly, MaxBodyBytes: cfg.MaxBodyBytes,
 		UpstreamTimeout: cfg.UpstreamTimeout, RetryMax: cfg.RetryMax, RetryMaxWait: cfg.RetryMaxWait,
-		Metrics: m, Logger: logger.With(slog.String("component", "proxy")), Clock: d.Clock,
+		Metrics: m, Logger: logger.With(slog.String("component", "proxy")),
 	})
 	if err != nil {
 		return err
@@ -151,9 +116,9 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 
 	logger.Info("kvproxy started",
 		slog.String("version", bi.Version), slog.String("commit", bi.Commit),
-		slog.String("vault", vaultURL.String()), slog.String("listen", addrString(proxyLn)),
-		slog.String("admin", addrString(adminLn)), slog.String("credential", kind),
-		slog.String("identity", credDesc), slog.String("scope", scope), slog.Bool("scopeExplicit", explicitScope),
+		slog.String("vault", pt.vault.String()), slog.String("listen", addrString(proxyLn)),
+		slog.String("admin", addrString(adminLn)), slog.String("credential", string(pt.kind)),
+		slog.String("identity", pt.credDesc), slog.String("scope", pt.scope), slog.Bool("scopeExplicit", pt.explicitScope),
 		slog.Bool("readOnly", cfg.ReadOnly), slog.Bool("requireMetadataHeader", cfg.RequireMetadataHeader),
 		slog.Duration("refreshBefore", cfg.RefreshBefore), slog.Duration("upstreamTimeout", cfg.UpstreamTimeout))
 	if d.Started != nil {
@@ -169,14 +134,8 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		// do. The token is not held back for it: the scope is known.
 		dctx, cancel := context.WithTimeout(cacheCtx, cfg.UpstreamTimeout)
 		defer cancel()
-		client := &http.Client{Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		c, err := auth.DiscoverChallenge(dctx, client, vaultURL, cfg.APIVersion)
-		if err != nil {
+		if _, err := pt.discover(dctx, challenges, cfg.APIVersion); err != nil && !errors.Is(err, auth.ErrChallengeRefused) {
 			logger.Warn("could not learn the vault's challenge; will learn it from the first 401", slog.String("detail", err.Error()))
-			return
-		}
-		if learn(c) {
-			logger.Info("vault challenge", slog.String("tenant", c.TenantID), slog.String("authority", c.Authority), slog.String("resource", c.Resource))
 		}
 	}()
 	g.Go(func() error { return serve(proxySrv, proxyLn) })
@@ -211,28 +170,6 @@ func serve(s *http.Server, ln net.Listener) error {
 		return err
 	}
 	return nil
-}
-
-// credentialOptions maps the configuration to the credential's options.
-func credentialOptions(cfg *config.Config, kind string, d Deps) auth.CredentialOptions {
-	return auth.CredentialOptions{
-		Kind: kind, ClientID: cfg.IdentityClientID, TenantID: cfg.AzureTenantID,
-		TokenFile: cfg.AzureFederatedTokenFile, ClientSecret: string(cfg.AzureClientSecret),
-		AuthorityHost: cfg.AzureAuthorityHost, IdentityEndpoint: cfg.IdentityEndpoint,
-		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
-	}
-}
-
-// inspect reads a token's claims for diagnostics.
-func inspect(token string) proxy.TokenInfo {
-	c, err := auth.ParseClaims(token)
-	if err != nil {
-		return proxy.TokenInfo{}
-	}
-	return proxy.TokenInfo{
-		Identity: proxy.Identity{TenantID: c.TenantID, ObjectID: c.ObjectID, AppID: c.AppID},
-		Audience: c.Audience, ExpiresAt: c.ExpiresAt, NotBefore: c.NotBefore,
-	}
 }
 
 // listen opens a TCP listener, or a unix socket for unix:///path: a stale
@@ -289,7 +226,7 @@ func adminHandler(reg *prometheus.Registry, cache *auth.Cache, draining *atomic.
 		default:
 			body := map[string]string{"status": "not ready", "reason": "no valid token held yet"}
 			if te := cache.LastError(); te != nil {
-				body["diagnosis"] = proxy.DiagTokenUnavailable
+				body["diagnosis"] = diagnose.TokenUnavailable
 				body["reason"] = te.Detail
 			}
 			writeJSON(w, http.StatusServiceUnavailable, body)

@@ -21,16 +21,17 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/kvproxy/kvproxy/auth"
+	"github.com/kvproxy/kvproxy/kvwire"
 )
 
-// Credential kinds accepted by KVPROXY_CREDENTIAL.
+// Values of KVPROXY_CREDENTIAL. Every one but auto names an auth.Kind (a
+// test of internal/app, which imports both, holds them in step).
 const (
 	CredentialAuto             = "auto"
-	CredentialManagedIdentity  = auth.KindManagedIdentity
-	CredentialWorkloadIdentity = auth.KindWorkloadIdentity
-	CredentialClientSecret     = auth.KindClientSecret
-	CredentialAzureCLI         = auth.KindAzureCLI
+	CredentialManagedIdentity  = "managed-identity"
+	CredentialWorkloadIdentity = "workload-identity"
+	CredentialClientSecret     = "client-secret"
+	CredentialAzureCLI         = "azure-cli"
 )
 
 // Secret holds a sensitive value. It never prints its contents through fmt,
@@ -69,6 +70,7 @@ type Config struct {
 	ShutdownTimeout          time.Duration `env:"KVPROXY_SHUTDOWN_TIMEOUT" envDefault:"20s" desc:"How long in-flight requests may drain after SIGTERM or SIGINT."`
 	RetryMax                 int           `env:"KVPROXY_RETRY_MAX" envDefault:"2" desc:"Retries of a request the vault answered 429 (any method: the vault did nothing) or 503 (GET and HEAD only); 0 disables."`
 	RetryMaxWait             time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
+	TokenRetryInterval       time.Duration `env:"KVPROXY_TOKEN_RETRY_INTERVAL" envDefault:"1s" desc:"What requests may make the credential do: after a failed token fetch, at most one request per interval starts another; a token the vault rejected (401) is renewed at most once per interval."`
 	DisableInstanceDiscovery bool          `env:"KVPROXY_DISABLE_INSTANCE_DISCOVERY" envDefault:"false" desc:"Skip Microsoft Entra instance discovery for workload identity and client secret: needed when AZURE_AUTHORITY_HOST is a private or disconnected cloud's authority."`
 	LogLevel                 string        `env:"KVPROXY_LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error. debug logs one line per proxied request."`
 	LogFormat                string        `env:"KVPROXY_LOG_FORMAT" envDefault:"json" desc:"json, or text for humans."`
@@ -176,12 +178,12 @@ func (c *Config) validate(parseFailed bool) []string {
 		add("KVPROXY_VAULT_URL: %v", err)
 	} else if c.TokenScope == "" {
 		u, _ := ParseVaultURL(c.VaultURL)
-		if _, ok := auth.ScopeForVaultHost(u.Hostname()); !ok {
+		if _, ok := kvwire.ScopeForVaultHost(u.Hostname()); !ok {
 			add("KVPROXY_TOKEN_SCOPE: required because %q has no known Key Vault host suffix (e.g. https://vault.azure.net/.default)", u.Hostname())
 		}
 	}
 	if c.TokenScope != "" {
-		if err := auth.ValidateScope(c.TokenScope); err != nil {
+		if err := kvwire.ValidateScope(c.TokenScope); err != nil {
 			add("KVPROXY_TOKEN_SCOPE: %v", err)
 		}
 	}
@@ -209,6 +211,7 @@ func (c *Config) validate(parseFailed bool) []string {
 		{"KVPROXY_UPSTREAM_TIMEOUT", c.UpstreamTimeout},
 		{"KVPROXY_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"KVPROXY_RETRY_MAX_WAIT", c.RetryMaxWait},
+		{"KVPROXY_TOKEN_RETRY_INTERVAL", c.TokenRetryInterval},
 	}
 	for _, d := range positive {
 		if d.d <= 0 {
@@ -311,7 +314,7 @@ func (c *Config) Scope() (scope string, explicit bool) {
 		return c.TokenScope, true
 	}
 	u, _ := ParseVaultURL(c.VaultURL)
-	s, _ := auth.ScopeForVaultHost(u.Hostname())
+	s, _ := kvwire.ScopeForVaultHost(u.Hostname())
 	return s, false
 }
 

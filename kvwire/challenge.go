@@ -1,4 +1,4 @@
-package auth
+package kvwire
 
 import (
 	"encoding/base64"
@@ -25,10 +25,8 @@ type Challenge struct {
 	// Authority is authorization= (or authorization_uri= when that is
 	// absent), e.g. https://login.microsoftonline.com/<tenant>.
 	Authority string
-	// TenantID is the tenant named by Authority: its first path segment, or
-	// the second after a "dstsv2" segment, as the Azure SDK for Go's Key
-	// Vault challenge policy reads it. "" when Authority has no path or the
-	// segment holds characters no tenant has. Set only when Authority is.
+	// TenantID is the tenant named by Authority, as [TenantFromAuthority]
+	// reads it. Set only when Authority is.
 	TenantID string
 	// Resource is resource=.
 	Resource string
@@ -50,7 +48,9 @@ type Challenge struct {
 //
 // It fails when the value holds no Bearer challenge, is over 16 KiB, or
 // carries a claims parameter that is not base64-encoded JSON (retrying with
-// it could not succeed). It never panics, whatever the input.
+// it could not succeed); in that last case the challenge's other parameters
+// are returned with the error, so a diagnosis can still read them. It never
+// panics, whatever the input.
 func ParseChallenge(header string) (Challenge, error) {
 	if len(header) > maxChallengeLen {
 		return Challenge{}, fmt.Errorf("WWW-Authenticate value is %d bytes, more than the %d read", len(header), maxChallengeLen)
@@ -68,11 +68,11 @@ func ParseChallenge(header string) (Challenge, error) {
 	if c.Authority == "" {
 		c.Authority = params["authorization_uri"]
 	}
-	c.TenantID = challengeTenant(c.Authority)
+	c.TenantID = TenantFromAuthority(c.Authority)
 	if raw := strings.TrimSpace(params["claims"]); raw != "" {
 		claims, err := challengeDecodeClaims(raw)
 		if err != nil {
-			return Challenge{}, err
+			return c, err
 		}
 		c.Claims = claims
 	}
@@ -143,12 +143,18 @@ func VerifyChallengeScope(vaultHost, scope string) error {
 	return nil
 }
 
-// challengeTenant reads the tenant from an authority URL the way the Azure
-// SDK for Go's Key Vault challenge policy does (first path segment; the
-// second after "dstsv2"), without its old panic on a URL with no path.
-func challengeTenant(authority string) string {
+// TenantFromAuthority reads the tenant from an authority or issuer URL:
+// https://login.microsoftonline.com/<tenant>[/v2.0],
+// https://sts.windows.net/<tenant>/, or a host without a scheme. It takes
+// the first path segment, skipping a leading "dstsv2", "tfp" or "te"
+// segment (dSTS and Azure AD B2C authorities put the tenant second), as the
+// Azure SDK for Go's Key Vault challenge policy does for dstsv2, without its
+// old panic on a URL with no path. It returns "" when the URL has no path,
+// names ADFS ("/adfs"), or the segment holds characters no tenant has.
+// Names like "common" are returned as they are: see [IsTenantID].
+func TenantFromAuthority(authority string) string {
 	authority = strings.TrimSpace(authority)
-	if authority == "" {
+	if authority == "" || len(authority) > maxChallengeLen {
 		return ""
 	}
 	u, err := url.Parse(authority)
@@ -161,7 +167,7 @@ func challengeTenant(authority string) string {
 		}
 	}
 	var segs []string
-	for _, s := range strings.Split(u.Path, "/") {
+	for _, s := range strings.Split(u.EscapedPath(), "/") {
 		if s != "" {
 			segs = append(segs, s)
 		}
@@ -170,13 +176,46 @@ func challengeTenant(authority string) string {
 		return ""
 	}
 	tenant := segs[0]
-	if strings.EqualFold(tenant, "dstsv2") && len(segs) > 1 {
+	switch strings.ToLower(tenant) {
+	case "dstsv2", "tfp", "te":
+		if len(segs) < 2 {
+			return ""
+		}
 		tenant = segs[1]
+	case "adfs":
+		return ""
 	}
 	if !challengeTenantLike(tenant) {
 		return ""
 	}
 	return tenant
+}
+
+// IsTenantID reports whether s is a tenant ID: a GUID. Authority names such
+// as "common" or "organizations" and placeholders such as "XXX" are not.
+func IsTenantID(s string) bool { return GUID(s) != "" }
+
+// GUID returns s lower-cased when it is a GUID
+// (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, hex digits), else "".
+func GUID(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if len(s) != 36 {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return ""
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return ""
+			}
+		}
+	}
+	return s
 }
 
 // challengeTenantLike reports whether s could be a tenant: a GUID, a domain

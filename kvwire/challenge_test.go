@@ -1,4 +1,4 @@
-package auth
+package kvwire
 
 import (
 	"encoding/base64"
@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// caeChallenge is the CAE challenge of KEYVAULT.md; its claims decode to
+// caeChallenge is a continuous access evaluation challenge in the shape
+// Key Vault sends (learn.microsoft.com/entra/identity-platform/claims-challenge); its claims decode to
 // {"access_token":{"nbf":{"essential":true, "value":"1726258122"}}}.
 const caeChallenge = `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwgInZhbHVlIjoiMTcyNjI1ODEyMiJ9fX0="`
 
@@ -20,7 +21,7 @@ func TestParseChallenge(t *testing.T) {
 		want   Challenge
 	}{
 		{
-			name:   "Key Vault challenge (KEYVAULT.md)",
+			name:   "Key Vault challenge (Key Vault authentication docs)",
 			header: `Bearer authorization="https://login.microsoftonline.com/` + tenant + `", resource="https://vault.azure.net"`,
 			want:   Challenge{Authority: "https://login.microsoftonline.com/" + tenant, TenantID: tenant, Resource: "https://vault.azure.net"},
 		},
@@ -32,7 +33,7 @@ func TestParseChallenge(t *testing.T) {
 				TenantID: "af8bf9d1-b1a5-44d4-9656-158f8e04c92e", Resource: "https://vault.azure.net"},
 		},
 		{
-			name:   "CAE insufficient_claims (KEYVAULT.md)",
+			name:   "CAE insufficient_claims",
 			header: caeChallenge,
 			want: Challenge{Authority: "https://login.microsoftonline.com/common/oauth2/authorize", TenantID: "common",
 				Error: "insufficient_claims", Claims: claimsJSON},

@@ -1,4 +1,4 @@
-package proxy
+package diagnose
 
 import (
 	"bytes"
@@ -11,9 +11,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvproxy/kvproxy/kvwire"
 )
 
-// diagCase is one file of testdata/diagnose: a refusal from the vault (most
+// diagCase is one file of testdata/cases: a refusal from the vault (most
 // taken from public issues, see "source") and what Diagnose must make of it.
 type diagCase struct {
 	Name           string            `json:"name"`
@@ -36,16 +38,21 @@ type diagCase struct {
 // diagTestNow is the clock of every case that names none.
 var diagTestNow = time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)
 
-func (c diagCase) input() DiagnoseInput {
+func (c diagCase) input() Input {
 	h := http.Header{}
 	for k, v := range c.Header {
 		h.Set(k, v)
 	}
-	in := DiagnoseInput{
-		Status: c.Status, Header: h, Body: []byte(c.Body),
-		Method: c.Method, Path: c.Path, Vault: c.Vault, Identity: c.Identity,
-		TokenExpiresAt: c.TokenExpiresAt, TokenNotBefore: c.TokenNotBefore,
+	in := Input{
+		Status: c.Status, Body: []byte(c.Body),
+		NetworkInfo: h.Get("x-ms-keyvault-network-info"), RequestID: h.Get("x-ms-request-id"),
+		Method: c.Method, Path: c.Path, Vault: c.Vault,
+		Token: kvwire.Claims{TenantID: c.Identity.TenantID, ObjectID: c.Identity.ObjectID, AppID: c.Identity.AppID,
+			ExpiresAt: c.TokenExpiresAt, NotBefore: c.TokenNotBefore},
 		Scope: c.Scope, VaultTenantID: c.VaultTenantID, Now: c.Now,
+	}
+	if v := h.Values("WWW-Authenticate"); len(v) > 0 {
+		in.Challenge, _ = kvwire.ParseChallenge(strings.Join(v, ", "))
 	}
 	if in.Method == "" {
 		in.Method = http.MethodGet
@@ -56,16 +63,22 @@ func (c diagCase) input() DiagnoseInput {
 	return in
 }
 
-var diagCodes = []string{
-	DiagForbiddenByFirewall, DiagForbiddenByPrivateLink, DiagForbiddenByRBAC, DiagForbiddenByPolicy, DiagForbidden,
-	DiagTenantMismatch, DiagAudienceMismatch, DiagTokenExpired, DiagTokenRejected,
+// vaultCodes are the codes Diagnose gives (the vault's own answers).
+func vaultCodes() []string {
+	var out []string
+	for _, c := range All() {
+		if c.Vault {
+			out = append(out, c.Name)
+		}
+	}
+	return out
 }
 
 // diagCheckInvariants holds for every diagnosis.
 func diagCheckInvariants(t *testing.T, d *Diagnosis) {
 	t.Helper()
-	if !slices.Contains(diagCodes, d.Code) {
-		t.Fatalf("code %q is not one of the Diag constants", d.Code)
+	if !slices.Contains(vaultCodes(), d.Code) {
+		t.Fatalf("code %q is not a vault diagnosis code", d.Code)
 	}
 	if d.Detail == "" {
 		t.Fatal("empty detail")
@@ -85,7 +98,7 @@ func diagCheckInvariants(t *testing.T, d *Diagnosis) {
 }
 
 func TestDiagnoseTestdata(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "diagnose", "*.json"))
+	files, err := filepath.Glob(filepath.Join("testdata", "cases", "*.json"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no testdata: %v", err)
 	}
@@ -147,7 +160,7 @@ func TestDiagnoseTestdata(t *testing.T) {
 
 func TestDiagnoseOtherStatuses(t *testing.T) {
 	for _, status := range []int{0, 200, 400, 404, 429, 500, 503} {
-		if d := Diagnose(DiagnoseInput{Status: status, Body: []byte(`{"error":{"code":"Forbidden"}}`)}); d != nil {
+		if d := Diagnose(Input{Status: status, Body: []byte(`{"error":{"code":"Forbidden"}}`)}); d != nil {
 			t.Errorf("Diagnose(status %d) = %+v, want nil", status, d)
 		}
 	}
@@ -155,7 +168,7 @@ func TestDiagnoseOtherStatuses(t *testing.T) {
 
 func TestDiagnoseZeroInput(t *testing.T) {
 	for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden} {
-		d := Diagnose(DiagnoseInput{Status: status})
+		d := Diagnose(Input{Status: status})
 		if d == nil {
 			t.Fatalf("Diagnose(%d) = nil", status)
 		}
@@ -164,8 +177,8 @@ func TestDiagnoseZeroInput(t *testing.T) {
 }
 
 func TestDiagnoseSanitizesIdentity(t *testing.T) {
-	d := Diagnose(DiagnoseInput{Status: http.StatusForbidden, Vault: "myvault.vault.azure.net",
-		Identity: Identity{TenantID: "t\nx", ObjectID: "$(id)", AppID: "ok-app"},
+	d := Diagnose(Input{Status: http.StatusForbidden, Vault: "myvault.vault.azure.net",
+		Token:  kvwire.Claims{TenantID: "t\nx", ObjectID: "$(id)", AppID: "ok-app"},
 		Body:     []byte(`{"error":{"code":"Forbidden","message":"x","innererror":{"code":"ForbiddenByRbac"}}}`)})
 	if d.Identity != (Identity{AppID: "ok-app"}) {
 		t.Errorf("identity = %+v; values with unexpected characters must be dropped", d.Identity)
@@ -208,8 +221,8 @@ func TestDiagnoseSuggestRole(t *testing.T) {
 		{"Microsoft.KeyVault/managedHsm/keys/create", true, "Managed HSM Crypto Officer"},
 	}
 	for _, tt := range tests {
-		if got := diagSuggestRole(tt.action, tt.hsm); got != tt.want {
-			t.Errorf("diagSuggestRole(%q, %v) = %q, want %q", tt.action, tt.hsm, got, tt.want)
+		if got := suggestRole(tt.action, tt.hsm); got != tt.want {
+			t.Errorf("suggestRole(%q, %v) = %q, want %q", tt.action, tt.hsm, got, tt.want)
 		}
 	}
 }
@@ -253,50 +266,16 @@ func TestDiagnosePermissionFor(t *testing.T) {
 		{"POST", "/keys/k/abc/bogus", ""},
 	}
 	for _, tt := range tests {
-		kind, perm := diagPermissionFor(tt.method, tt.path)
+		kind, perm := permissionFor(tt.method, tt.path)
 		got := strings.TrimSpace(kind + " " + perm)
 		if got != tt.want {
-			t.Errorf("diagPermissionFor(%s %s) = %q, want %q", tt.method, tt.path, got, tt.want)
+			t.Errorf("permissionFor(%s %s) = %q, want %q", tt.method, tt.path, got, tt.want)
 		}
 	}
 }
 
-func TestParseNetworkInfo(t *testing.T) {
-	tests := []struct {
-		name, in string
-		want     map[string]string
-	}{
-		{"Key Vault header", "conn_type=Ipv4;addr=52.168.128.86;act_addr_fam=InterNetwork;",
-			map[string]string{"conn_type": "Ipv4", "addr": "52.168.128.86", "act_addr_fam": "InterNetwork"}},
-		{"IPv6", "conn_type=Ipv6;addr=2001:db8::1;act_addr_fam=InterNetworkV6",
-			map[string]string{"conn_type": "Ipv6", "addr": "2001:db8::1", "act_addr_fam": "InterNetworkV6"}},
-		{"empty", "", map[string]string{}},
-		{"junk", ";;=x;novalue; ADDR = 1.2.3.4 ;addr=5.6.7.8;a=b=c",
-			map[string]string{"addr": "1.2.3.4", "a": "b=c"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := ParseNetworkInfo(tt.in); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("ParseNetworkInfo(%q) = %v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
-	if got := ParseNetworkInfo(strings.Repeat("k=v;", 100)); len(got) != 1 {
-		t.Errorf("repeated key: %v", got)
-	}
-	var many strings.Builder
-	for i := range 100 {
-		many.WriteString("k")
-		many.WriteString(strings.Repeat("x", i))
-		many.WriteString("=v;")
-	}
-	if got := ParseNetworkInfo(many.String()); len(got) != 32 {
-		t.Errorf("read %d entries, want at most 32", len(got))
-	}
-}
-
 func TestEnrichBody(t *testing.T) {
-	d := &Diagnosis{Code: DiagForbiddenByRBAC, Detail: "x <&> y", Vault: "v.vault.azure.net",
+	d := &Diagnosis{Code: ForbiddenByRBAC, Detail: "x <&> y", Vault: "v.vault.azure.net",
 		Fix: `az role assignment create --scope "$(az keyvault show --name <vault-name> --query id -o tsv)"`}
 	tests := []struct {
 		name, body string
@@ -349,7 +328,7 @@ func TestEnrichBody(t *testing.T) {
 	if got, ok := EnrichBody([]byte(`{"a":1}`), nil); ok || string(got) != `{"a":1}` {
 		t.Errorf("nil diagnosis: %q, %v", got, ok)
 	}
-	big := []byte(`{"a":"` + strings.Repeat("x", diagMaxBody) + `"}`)
+	big := []byte(`{"a":"` + strings.Repeat("x", kvwire.MaxErrorBody) + `"}`)
 	if got, ok := EnrichBody(big, d); ok || len(got) != len(big) {
 		t.Errorf("a body over 1 MiB must be left alone")
 	}
@@ -359,7 +338,7 @@ func TestEnrichBody(t *testing.T) {
 }
 
 func FuzzDiagnose(f *testing.F) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "diagnose", "*.json"))
+	files, _ := filepath.Glob(filepath.Join("testdata", "cases", "*.json"))
 	for _, file := range files {
 		raw, err := os.ReadFile(file)
 		if err != nil {
@@ -377,17 +356,14 @@ func FuzzDiagnose(f *testing.F) {
 		if forbidden {
 			status = http.StatusForbidden
 		}
-		h := http.Header{}
-		h.Set("WWW-Authenticate", challenge)
-		h.Set("x-ms-keyvault-network-info", netInfo)
-		h.Set("x-ms-request-id", requestID)
 		method, path, _ := strings.Cut(request, " ")
 		tid, oid, _ := strings.Cut(identity, ";")
-		in := DiagnoseInput{
-			Status: status, Header: h, Body: []byte(body), Method: method, Path: path, Vault: vault,
-			Identity: Identity{TenantID: tid, ObjectID: oid, AppID: oid}, VaultTenantID: vaultTenant,
-			Scope: vault, Now: diagTestNow,
-			TokenExpiresAt: diagTestNow.Add(time.Duration(skew)), TokenNotBefore: diagTestNow.Add(-time.Duration(skew)),
+		ch, _ := kvwire.ParseChallenge(challenge)
+		in := Input{
+			Status: status, Body: []byte(body), Challenge: ch, NetworkInfo: netInfo, RequestID: requestID,
+			Method: method, Path: path, Vault: vault, VaultTenantID: vaultTenant, Scope: vault, Now: diagTestNow,
+			Token: kvwire.Claims{TenantID: tid, ObjectID: oid, AppID: oid, Audience: vault,
+				ExpiresAt: diagTestNow.Add(time.Duration(skew)), NotBefore: diagTestNow.Add(-time.Duration(skew))},
 		}
 		d := Diagnose(in)
 		if d == nil {
@@ -455,22 +431,3 @@ func FuzzEnrichBody(f *testing.F) {
 	})
 }
 
-func FuzzParseNetworkInfo(f *testing.F) {
-	f.Add("conn_type=Ipv4;addr=52.168.128.86;act_addr_fam=InterNetwork;")
-	f.Add("conn_type=Ipv6;addr=2001:db8::1;act_addr_fam=InterNetworkV6")
-	f.Add(";;=;a=b=c; ADDR =x")
-	f.Fuzz(func(t *testing.T, v string) {
-		m := ParseNetworkInfo(v)
-		if m == nil {
-			t.Fatal("nil map")
-		}
-		if len(m) > 32 {
-			t.Fatalf("%d entries", len(m))
-		}
-		for k := range m {
-			if k == "" || k != strings.ToLower(k) || k != strings.TrimSpace(k) {
-				t.Fatalf("key %q", k)
-			}
-		}
-	})
-}

@@ -1,4 +1,4 @@
-package auth
+package kvwire
 
 import (
 	"bytes"
