@@ -178,8 +178,8 @@ func TestDiagnoseZeroInput(t *testing.T) {
 
 func TestDiagnoseSanitizesIdentity(t *testing.T) {
 	d := Diagnose(Input{Status: http.StatusForbidden, Vault: "myvault.vault.azure.net",
-		Token:  kvwire.Claims{TenantID: "t\nx", ObjectID: "$(id)", AppID: "ok-app"},
-		Body:     []byte(`{"error":{"code":"Forbidden","message":"x","innererror":{"code":"ForbiddenByRbac"}}}`)})
+		Token: kvwire.Claims{TenantID: "t\nx", ObjectID: "$(id)", AppID: "ok-app"},
+		Body:  []byte(`{"error":{"code":"Forbidden","message":"x","innererror":{"code":"ForbiddenByRbac"}}}`)})
 	if d.Identity != (Identity{AppID: "ok-app"}) {
 		t.Errorf("identity = %+v; values with unexpected characters must be dropped", d.Identity)
 	}
@@ -430,4 +430,3 @@ func FuzzEnrichBody(f *testing.F) {
 		}
 	})
 }
-

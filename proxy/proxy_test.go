@@ -57,7 +57,6 @@ func (r *staticTokens) Renew(_ context.Context, rejected string, _ kvwire.Challe
 	return azcore.AccessToken{Token: r.next, ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
-
 func goodToken() string {
 	return azfake.MintToken(azfake.TokenClaims{TenantID: azfake.DefaultTenantID, ObjectID: azfake.DefaultObjectID,
 		AppID: azfake.DefaultAppID, Audience: "https://vault.azure.net", ExpiresAt: time.Now().Add(time.Hour)})
