@@ -121,7 +121,7 @@ func (c *Cache) slowToken(ctx context.Context) (azcore.AccessToken, error) {
 		// The outage is known: no request waits out the credential's own
 		// retries. At most one per RequestRetryInterval starts a fetch in
 		// the background, so recovery is noticed soon after it happens.
-		if time.Now().Sub(failedAt) >= c.o.RequestRetryInterval && c.fetching.Load() == 0 {
+		if time.Since(failedAt) >= c.o.RequestRetryInterval && c.fetching.Load() == 0 {
 			c.sf.DoChan("token", c.fetch)
 		}
 		return azcore.AccessToken{}, lastErr

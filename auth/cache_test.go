@@ -530,7 +530,7 @@ func TestFailedRenewDoesNotSpinTheLoop(t *testing.T) {
 			}
 			time.Sleep(10 * time.Second) // past any backoff
 			calls := cred.calls.Load()
-			time.Sleep(start.Add(54 * time.Minute).Sub(time.Now()))
+			time.Sleep(time.Until(start.Add(54 * time.Minute)))
 			if again := cred.calls.Load(); again != calls || calls != 2 {
 				t.Errorf("credential calls went %d -> %d with a fresh token held, want 2 throughout", calls, again)
 			}
