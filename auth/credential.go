@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -77,7 +78,7 @@ func NewCredential(o CredentialOptions) (azcore.TokenCredential, string, error) 
 			desc = "managed identity (user-assigned, client ID " + o.ClientID
 		}
 		if o.IdentityEndpoint != "" {
-			desc += ", endpoint " + o.IdentityEndpoint + ")"
+			desc += ", endpoint " + redactURL(o.IdentityEndpoint) + ")"
 		} else {
 			desc += ", IMDS)"
 		}
@@ -140,4 +141,15 @@ func CheckTokenFile(path string) error {
 		return fmt.Errorf("AZURE_FEDERATED_TOKEN_FILE %s: %w (is the pod labelled azure.workload.identity/use: \"true\"?)", path, err)
 	}
 	return nil
+}
+
+// redactURL drops what a URL may carry that is secret: its user
+// information, query and fragment.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User, u.RawQuery, u.Fragment, u.ForceQuery = nil, "", "", false
+	return u.String()
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -44,7 +45,7 @@ func Describe(err error) *TokenError {
 		return &TokenError{Reason: ReasonUnreachable, Err: err,
 			Detail: "the identity endpoint is unreachable (" + connSummary(err) + "): on Azure check that a managed identity is enabled and that no network policy blocks 169.254.169.254; elsewhere set IDENTITY_ENDPOINT or use workload identity"}
 	}
-	msg := firstLine(kvwire.Redact(err.Error()))
+	msg := firstLine(redactURLSecrets(kvwire.Redact(err.Error())))
 	reason := ReasonCredentialErr
 	if strings.Contains(msg, "unavailable") || strings.Contains(msg, "no managed identity") {
 		reason = ReasonUnavailable
@@ -157,6 +158,19 @@ func connSummary(err error) string {
 		return op.Op + ": " + op.Err.Error()
 	}
 	return "network error"
+}
+
+// urlSecretRe matches the parts of a URL in a message that may be secret:
+// user information and a query or fragment.
+var urlSecretRe = regexp.MustCompile(`(https?://)(?:[^/\s@"']*@)?([^\s?#"']*)[?#][^\s"']*`)
+
+// redactURLSecrets drops user information, queries and fragments from the
+// URLs in s (an IDENTITY_ENDPOINT may carry a secret in either).
+func redactURLSecrets(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	return urlSecretRe.ReplaceAllString(s, "$1$2")
 }
 
 func firstLine(s string) string {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/kvproxy/kvproxy/kvwire"
@@ -94,5 +95,22 @@ func TestChallengesIgnoreCAE(t *testing.T) {
 	}
 	if c.Tenant() != "" {
 		t.Errorf("a CAE challenge taught tenant %q", c.Tenant())
+	}
+}
+
+func TestURLSecretsNeverDescribed(t *testing.T) {
+	_, desc, err := NewCredential(CredentialOptions{Kind: KindManagedIdentity, IdentityEndpoint: "http://user:pa55@127.0.0.1:9/token?sig=s3cr3t#frag"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(desc, "pa55") || strings.Contains(desc, "s3cr3t") || strings.Contains(desc, "frag") {
+		t.Errorf("description %q names a URL secret", desc)
+	}
+	te := Describe(errors.New("ManagedIdentityCredential: GET http://user:pa55@127.0.0.1:9/token?sig=s3cr3t&api-version=2019-08-01: 500"))
+	if strings.Contains(te.Detail, "pa55") || strings.Contains(te.Detail, "s3cr3t") {
+		t.Errorf("detail %q names a URL secret", te.Detail)
+	}
+	if !strings.Contains(te.Detail, "http://127.0.0.1:9/token") {
+		t.Errorf("detail %q lost the endpoint", te.Detail)
 	}
 }

@@ -121,6 +121,9 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		slog.String("identity", pt.credDesc), slog.String("scope", pt.scope), slog.Bool("scopeExplicit", pt.explicitScope),
 		slog.Bool("readOnly", cfg.ReadOnly), slog.Bool("requireMetadataHeader", cfg.RequireMetadataHeader),
 		slog.Duration("refreshBefore", cfg.RefreshBefore), slog.Duration("upstreamTimeout", cfg.UpstreamTimeout))
+	for _, w := range cfg.Warnings() {
+		logger.Warn("weakened default: " + w)
+	}
 	if d.Started != nil {
 		d.Started(addrString(proxyLn), addrString(adminLn))
 	}

@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/url"
 	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,9 +57,10 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 // Config is kvproxy's whole configuration. Fields tagged `desc` are listed by
 // `kvproxy -h`; the Azure SDK variables kvproxy consults are listed too.
 type Config struct {
-	VaultURL                 string        `env:"KVPROXY_VAULT_URL" desc:"Vault to forward to: https://<name>.vault.azure.net (any https URL; http:// is refused). Required."`
+	VaultURL                 string        `env:"KVPROXY_VAULT_URL" desc:"Vault to forward to: https://<name>.vault.azure.net, or a Managed HSM, in any Azure cloud. Other hosts are refused unless KVPROXY_ALLOW_UNKNOWN_VAULT_HOST=true; an IP address or localhost (a stand-in) needs KVPROXY_TOKEN_SCOPE. http:// is refused. Required."`
+	AllowUnknownVaultHost    bool          `env:"KVPROXY_ALLOW_UNKNOWN_VAULT_HOST" envDefault:"false" desc:"Allow a vault host outside the known Key Vault and Managed HSM suffixes (a private cloud), and a KVPROXY_TOKEN_SCOPE that is no Key Vault or Managed HSM scope of the vault's cloud. Logged at WARN."`
 	ListenAddr               string        `env:"KVPROXY_LISTEN_ADDR" envDefault:"127.0.0.1:8380" desc:"Proxy listener: host:port, or unix:///path/kvproxy.sock for a unix socket (created 0660, a stale socket file is replaced)."`
-	AdminAddr                string        `env:"KVPROXY_ADMIN_ADDR" envDefault:"127.0.0.1:8381" desc:"Admin listener serving /healthz, /readyz and /metrics."`
+	AdminAddr                string        `env:"KVPROXY_ADMIN_ADDR" envDefault:"127.0.0.1:8381" desc:"Admin listener serving /healthz, /readyz and /metrics: host:port, or unix:///path/admin.sock (on a VM; the kubelet and Prometheus need TCP)."`
 	Credential               string        `env:"KVPROXY_CREDENTIAL" envDefault:"auto" desc:"auto, managed-identity, workload-identity, client-secret or azure-cli. auto: workload identity when AZURE_FEDERATED_TOKEN_FILE is set, client secret when AZURE_CLIENT_SECRET is set, else managed identity."`
 	IdentityClientID         string        `env:"KVPROXY_IDENTITY_CLIENT_ID" desc:"Client ID of a user-assigned managed identity (or of the workload identity / app registration). Defaults to AZURE_CLIENT_ID when that is set."`
 	TokenScope               string        `env:"KVPROXY_TOKEN_SCOPE" desc:"Token scope. Derived from the vault host suffix (public, China, US Gov clouds, Managed HSM); required when the host has no known suffix. Setting it skips challenge verification."`
@@ -89,15 +92,19 @@ type Config struct {
 // lists every problem, one per line, each starting with the variable name.
 func Load(environ map[string]string) (*Config, error) {
 	var c Config
-	var problems []string
-	err := env.ParseWithOptions(&c, env.Options{Environment: environ})
-	if err != nil {
-		problems = append(problems, describeParseErrors(err)...)
+	problems := unknownVariables(environ)
+	failed := map[string]bool{}
+	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
+		lines, names := describeParseErrors(err)
+		problems = append(problems, lines...)
+		for _, n := range names {
+			failed[n] = true
+		}
 	}
 	if c.IdentityClientID == "" {
 		c.IdentityClientID = c.AzureClientID
 	}
-	problems = append(problems, c.validate(err != nil)...)
+	problems = append(problems, c.validate(failed)...)
 	if len(problems) > 0 {
 		return nil, &Error{Problems: problems}
 	}
@@ -109,25 +116,26 @@ type Error struct{ Problems []string }
 
 func (e *Error) Error() string { return strings.Join(e.Problems, "\n") }
 
-// describeParseErrors turns env's errors into "VARIABLE: problem" lines.
-func describeParseErrors(err error) []string {
+// describeParseErrors turns env's errors into "VARIABLE: problem" lines,
+// and names the variables that failed.
+func describeParseErrors(err error) (lines, names []string) {
 	var agg env.AggregateError
 	errs := []error{err}
 	if errors.As(err, &agg) {
 		errs = agg.Errors
 	}
 	keys := fieldKeys()
-	var out []string
 	for _, e := range errs {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
 			name := keys[pe.Name]
-			out = append(out, fmt.Sprintf("%s: %s", name, describeValueError(pe)))
+			lines = append(lines, fmt.Sprintf("%s: %s", name, describeValueError(pe)))
+			names = append(names, name)
 			continue
 		}
-		out = append(out, e.Error())
+		lines = append(lines, e.Error())
 	}
-	return out
+	return lines, names
 }
 
 func describeValueError(pe env.ParseError) string {
@@ -168,29 +176,15 @@ func fieldKeys() map[string]string {
 	return m
 }
 
-func (c *Config) validate(parseFailed bool) []string {
+func (c *Config) validate(failed map[string]bool) []string {
 	var p []string
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
 
-	if c.VaultURL == "" {
-		add("KVPROXY_VAULT_URL: required (e.g. https://myvault.vault.azure.net)")
-	} else if _, err := ParseVaultURL(c.VaultURL); err != nil {
-		add("KVPROXY_VAULT_URL: %v", err)
-	} else if c.TokenScope == "" {
-		u, _ := ParseVaultURL(c.VaultURL)
-		if _, ok := kvwire.ScopeForVaultHost(u.Hostname()); !ok {
-			add("KVPROXY_TOKEN_SCOPE: required because %q has no known Key Vault host suffix (e.g. https://vault.azure.net/.default)", u.Hostname())
-		}
-	}
-	if c.TokenScope != "" {
-		if err := kvwire.ValidateScope(c.TokenScope); err != nil {
-			add("KVPROXY_TOKEN_SCOPE: %v", err)
-		}
-	}
-	if err := validateListen(c.ListenAddr, true); err != nil {
+	c.validateVault(add)
+	if err := validateListen(c.ListenAddr); err != nil {
 		add("KVPROXY_LISTEN_ADDR: %v", err)
 	}
-	if err := validateListen(c.AdminAddr, false); err != nil {
+	if err := validateListen(c.AdminAddr); err != nil {
 		add("KVPROXY_ADMIN_ADDR: %v", err)
 	}
 	switch c.Credential {
@@ -198,33 +192,41 @@ func (c *Config) validate(parseFailed bool) []string {
 	default:
 		add("KVPROXY_CREDENTIAL: %q is not one of auto, managed-identity, workload-identity, client-secret, azure-cli", c.Credential)
 	}
-	if parseFailed {
-		// A field that failed to parse holds its zero value; the range
-		// checks below would only repeat the problem in other words.
-		return p
-	}
-	positive := []struct {
-		name string
-		d    time.Duration
+	// A variable that failed to parse holds its zero value; a range check
+	// would only repeat its problem in other words. Every other variable is
+	// checked in the same round.
+	durations := []struct {
+		name     string
+		d        time.Duration
+		min, max time.Duration
+		why      string
 	}{
-		{"KVPROXY_REFRESH_BEFORE", c.RefreshBefore},
-		{"KVPROXY_UPSTREAM_TIMEOUT", c.UpstreamTimeout},
-		{"KVPROXY_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
-		{"KVPROXY_RETRY_MAX_WAIT", c.RetryMaxWait},
-		{"KVPROXY_TOKEN_RETRY_INTERVAL", c.TokenRetryInterval},
+		{"KVPROXY_REFRESH_BEFORE", c.RefreshBefore, time.Nanosecond, 24*time.Hour - time.Nanosecond,
+			"longer than a managed identity token's 24 h life"},
+		{"KVPROXY_UPSTREAM_TIMEOUT", c.UpstreamTimeout, time.Nanosecond, 10 * time.Minute, "no Key Vault request takes that long"},
+		{"KVPROXY_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, time.Nanosecond, time.Hour, "Kubernetes would kill the pod long before"},
+		{"KVPROXY_RETRY_MAX_WAIT", c.RetryMaxWait, time.Nanosecond, 10 * time.Minute, "no client waits that long"},
+		{"KVPROXY_TOKEN_RETRY_INTERVAL", c.TokenRetryInterval, 10 * time.Millisecond, time.Minute,
+			"a token outage would go unnoticed that long"},
 	}
-	for _, d := range positive {
-		if d.d <= 0 {
+	for _, d := range durations {
+		switch {
+		case failed[d.name]:
+		case d.d < d.min && d.min == time.Nanosecond:
 			add("%s: %q must be greater than zero", d.name, d.d.String())
+		case d.d < d.min:
+			add("%s: %q must be at least %v", d.name, d.d.String(), d.min)
+		case d.d > d.max:
+			add("%s: %q is too long: %s (at most %v)", d.name, d.d.String(), d.why, d.max.Round(time.Second))
 		}
 	}
 	if c.APIVersion == "" || strings.ContainsAny(c.APIVersion, "&#?= /") {
 		add("KVPROXY_API_VERSION: %q is not an api-version (e.g. 7.5)", c.APIVersion)
 	}
-	if c.MaxBodyBytes < 0 {
-		add("KVPROXY_MAX_BODY_BYTES: %d must not be negative", c.MaxBodyBytes)
+	if !failed["KVPROXY_MAX_BODY_BYTES"] && (c.MaxBodyBytes < 1 || c.MaxBodyBytes > maxBodyLimit) {
+		add("KVPROXY_MAX_BODY_BYTES: %d must be between 1 and %d (64 MiB; Key Vault secrets are at most 25 KiB)", c.MaxBodyBytes, maxBodyLimit)
 	}
-	if c.RetryMax < 0 || c.RetryMax > 10 {
+	if !failed["KVPROXY_RETRY_MAX"] && (c.RetryMax < 0 || c.RetryMax > 10) {
 		add("KVPROXY_RETRY_MAX: %d must be between 0 and 10", c.RetryMax)
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
@@ -234,6 +236,95 @@ func (c *Config) validate(parseFailed bool) []string {
 		add("KVPROXY_LOG_FORMAT: %q is not json or text", c.LogFormat)
 	}
 	return p
+}
+
+// maxBodyLimit is the largest KVPROXY_MAX_BODY_BYTES accepted.
+const maxBodyLimit = 64 << 20
+
+// validateVault checks KVPROXY_VAULT_URL and KVPROXY_TOKEN_SCOPE together:
+// the token goes to the vault host, so the host must be a Key Vault or
+// Managed HSM (or a stand-in on an IP address or localhost), and the scope
+// one of the vault's cloud, unless KVPROXY_ALLOW_UNKNOWN_VAULT_HOST says
+// otherwise.
+func (c *Config) validateVault(add func(string, ...any)) {
+	if c.TokenScope != "" {
+		if err := kvwire.ValidateScope(c.TokenScope); err != nil {
+			add("KVPROXY_TOKEN_SCOPE: %v", err)
+			return
+		}
+	}
+	if c.VaultURL == "" {
+		add("KVPROXY_VAULT_URL: required (e.g. https://myvault.vault.azure.net)")
+		return
+	}
+	u, err := ParseVaultURL(c.VaultURL)
+	if err != nil {
+		add("KVPROXY_VAULT_URL: %v", err)
+		return
+	}
+	host := u.Hostname()
+	svc, known := kvwire.LookupHost(host)
+	local := kvwire.IsIP(host) || host == "localhost"
+	switch {
+	case known:
+	case !local && !c.AllowUnknownVaultHost:
+		add("KVPROXY_VAULT_URL: %q is not a Key Vault or Managed HSM host (%s): check it for a typo; for a private cloud set KVPROXY_ALLOW_UNKNOWN_VAULT_HOST=true and KVPROXY_TOKEN_SCOPE",
+			host, knownSuffixes())
+		return
+	case c.TokenScope == "":
+		add("KVPROXY_TOKEN_SCOPE: required because %q has no known Key Vault host suffix (e.g. https://vault.azure.net/.default)", host)
+		return
+	}
+	if c.TokenScope == "" || c.AllowUnknownVaultHost {
+		return
+	}
+	var allowed []string
+	for _, s := range kvwire.Services() {
+		if !known || s.Cloud == svc.Cloud {
+			allowed = append(allowed, s.Scope)
+		}
+	}
+	for _, s := range allowed {
+		if strings.EqualFold(c.TokenScope, s) {
+			return
+		}
+	}
+	add("KVPROXY_TOKEN_SCOPE: %q is no Key Vault or Managed HSM scope of the vault's cloud (want one of %s): a token for another resource would be sent to the vault host; set KVPROXY_ALLOW_UNKNOWN_VAULT_HOST=true to allow it",
+		c.TokenScope, strings.Join(allowed, ", "))
+}
+
+func knownSuffixes() string {
+	var s []string
+	for _, svc := range kvwire.Services() {
+		s = append(s, "*"+svc.Suffix)
+	}
+	return strings.Join(s, ", ")
+}
+
+// Warnings lists the weakened defaults of a valid configuration, one line
+// each, for kvproxy to log at WARN when it starts.
+func (c *Config) Warnings() []string {
+	var w []string
+	if !c.RequireMetadataHeader {
+		w = append(w, "KVPROXY_REQUIRE_METADATA_HEADER=false: requests without 'Metadata: true' are forwarded, so a server-side request forgery through the app can read secrets")
+	}
+	if _, ok := UnixSocketPath(c.ListenAddr); !ok {
+		if host, _, err := net.SplitHostPort(c.ListenAddr); err == nil && !isLoopback(host) {
+			w = append(w, fmt.Sprintf("KVPROXY_LISTEN_ADDR=%s is not a loopback address: anything that can reach it reads what the identity can read", c.ListenAddr))
+		}
+	}
+	if c.AllowUnknownVaultHost {
+		w = append(w, "KVPROXY_ALLOW_UNKNOWN_VAULT_HOST=true: the vault host and token scope are not checked against the known Key Vault and Managed HSM clouds")
+	}
+	return w
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // ParseVaultURL checks a vault URL: https, a host, no user info, query or
@@ -271,11 +362,8 @@ func UnixSocketPath(addr string) (string, bool) {
 	return p, ok
 }
 
-func validateListen(addr string, unixAllowed bool) error {
+func validateListen(addr string) error {
 	if p, ok := UnixSocketPath(addr); ok {
-		if !unixAllowed {
-			return fmt.Errorf("%q: unix sockets are not supported here (the kubelet and Prometheus need TCP)", addr)
-		}
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("%q: the socket path must be absolute (unix:///path/kvproxy.sock)", addr)
 		}
@@ -370,4 +458,68 @@ func KvproxyVariableNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// serviceLinkRe matches the variables Kubernetes sets in every pod of a
+// namespace for a Service named kvproxy (enableServiceLinks):
+// KVPROXY_SERVICE_HOST, KVPROXY_SERVICE_PORT[_<name>], KVPROXY_PORT and
+// KVPROXY_PORT_<port>_<proto>[_PROTO|_PORT|_ADDR]. They are not settings.
+var serviceLinkRe = regexp.MustCompile(`^KVPROXY_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$`)
+
+// unknownVariables reports every KVPROXY_* variable of environ that kvproxy
+// does not know, with the known one it most likely means: a typo of a
+// security setting must stop kvproxy, not be ignored.
+func unknownVariables(environ map[string]string) []string {
+	known := KvproxyVariableNames()
+	var out []string
+	for k := range environ {
+		if !strings.HasPrefix(k, "KVPROXY_") || slices.Contains(known, k) || serviceLinkRe.MatchString(k) {
+			continue
+		}
+		line := k + ": unknown variable"
+		if m := closest(k, known); m != "" {
+			line += " (did you mean " + m + "?)"
+		}
+		out = append(out, line+"; kvproxy -h lists every variable")
+	}
+	sort.Strings(out)
+	return out
+}
+
+// closest returns the name nearest to s by edit distance (underscores
+// ignored, so READONLY finds READ_ONLY), or "" when none is near.
+func closest(s string, names []string) string {
+	norm := func(x string) string { return strings.ReplaceAll(strings.TrimPrefix(x, "KVPROXY_"), "_", "") }
+	best, bestD := "", -1
+	for _, n := range names {
+		d := editDistance(norm(s), norm(n))
+		if bestD < 0 || d < bestD {
+			best, bestD = n, d
+		}
+	}
+	if bestD < 0 || bestD > max(2, len(norm(s))/3) {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

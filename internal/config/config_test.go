@@ -72,8 +72,23 @@ func TestValidation(t *testing.T) {
 		{name: "vault query", set: map[string]string{"KVPROXY_VAULT_URL": "https://myvault.vault.azure.net?x=1"}, want: "query"},
 		{name: "vault userinfo", set: map[string]string{"KVPROXY_VAULT_URL": "https://u:p@myvault.vault.azure.net"}, want: "user information"},
 		{name: "vault trailing slash ok", set: map[string]string{"KVPROXY_VAULT_URL": "https://myvault.vault.azure.net/"}},
-		{name: "unknown suffix needs scope", set: map[string]string{"KVPROXY_VAULT_URL": "https://vault.internal.example"}, want: "KVPROXY_TOKEN_SCOPE: required"},
-		{name: "unknown suffix with scope", set: map[string]string{"KVPROXY_VAULT_URL": "https://vault.internal.example", "KVPROXY_TOKEN_SCOPE": "https://vault.azure.net/.default"}},
+		{name: "unknown suffix refused", set: map[string]string{"KVPROXY_VAULT_URL": "https://vault.internal.example", "KVPROXY_TOKEN_SCOPE": "https://vault.azure.net/.default"}, want: "KVPROXY_VAULT_URL: \"vault.internal.example\" is not a Key Vault"},
+		{name: "typo of the suffix refused", set: map[string]string{"KVPROXY_VAULT_URL": "https://myvault.vault.azure.com", "KVPROXY_TOKEN_SCOPE": "https://vault.azure.net/.default"}, want: "KVPROXY_VAULT_URL"},
+		{name: "unknown suffix allowed needs scope", set: map[string]string{"KVPROXY_VAULT_URL": "https://vault.internal.example", "KVPROXY_ALLOW_UNKNOWN_VAULT_HOST": "true"}, want: "KVPROXY_TOKEN_SCOPE: required"},
+		{name: "unknown suffix allowed with scope", set: map[string]string{"KVPROXY_VAULT_URL": "https://vault.internal.example", "KVPROXY_ALLOW_UNKNOWN_VAULT_HOST": "true", "KVPROXY_TOKEN_SCOPE": "https://vault.internal.example/.default"}},
+		{name: "IP stand-in needs scope", set: map[string]string{"KVPROXY_VAULT_URL": "https://127.0.0.1:8443"}, want: "KVPROXY_TOKEN_SCOPE: required"},
+		{name: "IP stand-in with scope", set: map[string]string{"KVPROXY_VAULT_URL": "https://127.0.0.1:8443", "KVPROXY_TOKEN_SCOPE": "https://vault.azure.net/.default"}},
+		{name: "localhost stand-in with scope", set: map[string]string{"KVPROXY_VAULT_URL": "https://localhost:8443", "KVPROXY_TOKEN_SCOPE": "https://managedhsm.azure.net/.default"}},
+		{name: "management scope refused", set: map[string]string{"KVPROXY_TOKEN_SCOPE": "https://management.azure.com/.default"}, want: "KVPROXY_TOKEN_SCOPE: \"https://management.azure.com/.default\" is no Key Vault"},
+		{name: "other cloud's scope refused", set: map[string]string{"KVPROXY_TOKEN_SCOPE": "https://vault.azure.cn/.default"}, want: "KVPROXY_TOKEN_SCOPE"},
+		{name: "same cloud's HSM scope allowed", set: map[string]string{"KVPROXY_TOKEN_SCOPE": "https://managedhsm.azure.net/.default"}},
+		{name: "any scope with the opt-in", set: map[string]string{"KVPROXY_TOKEN_SCOPE": "https://management.azure.com/.default", "KVPROXY_ALLOW_UNKNOWN_VAULT_HOST": "true"}},
+		{name: "stand-in with management scope refused", set: map[string]string{"KVPROXY_VAULT_URL": "https://127.0.0.1:8443", "KVPROXY_TOKEN_SCOPE": "https://management.azure.com/.default"}, want: "KVPROXY_TOKEN_SCOPE"},
+		{name: "zero body limit", set: map[string]string{"KVPROXY_MAX_BODY_BYTES": "0"}, want: "KVPROXY_MAX_BODY_BYTES: 0 must be between 1"},
+		{name: "absurd body limit", set: map[string]string{"KVPROXY_MAX_BODY_BYTES": "1099511627776"}, want: "KVPROXY_MAX_BODY_BYTES"},
+		{name: "refresh window longer than a token", set: map[string]string{"KVPROXY_REFRESH_BEFORE": "48h"}, want: "KVPROXY_REFRESH_BEFORE: \"48h0m0s\" is too long"},
+		{name: "absurd upstream timeout", set: map[string]string{"KVPROXY_UPSTREAM_TIMEOUT": "3h"}, want: "KVPROXY_UPSTREAM_TIMEOUT"},
+		{name: "tiny token retry interval", set: map[string]string{"KVPROXY_TOKEN_RETRY_INTERVAL": "1ms"}, want: "KVPROXY_TOKEN_RETRY_INTERVAL"},
 		{name: "scope trailing slash", set: map[string]string{"KVPROXY_TOKEN_SCOPE": "https://vault.azure.net//.default"}, want: "AKV10022"},
 		{name: "scope without .default", set: map[string]string{"KVPROXY_TOKEN_SCOPE": "https://vault.azure.net"}, want: "/.default"},
 		{name: "negative refresh", set: map[string]string{"KVPROXY_REFRESH_BEFORE": "-1m"}, want: "KVPROXY_REFRESH_BEFORE"},
@@ -82,7 +97,8 @@ func TestValidation(t *testing.T) {
 		{name: "log format", set: map[string]string{"KVPROXY_LOG_FORMAT": "xml"}, want: "KVPROXY_LOG_FORMAT"},
 		{name: "unix socket", set: map[string]string{"KVPROXY_LISTEN_ADDR": "unix:///run/kvproxy/kvproxy.sock"}},
 		{name: "relative unix socket", set: map[string]string{"KVPROXY_LISTEN_ADDR": "unix://kvproxy.sock"}, want: "absolute"},
-		{name: "admin on unix refused", set: map[string]string{"KVPROXY_ADMIN_ADDR": "unix:///tmp/a.sock"}, want: "KVPROXY_ADMIN_ADDR"},
+		{name: "admin on unix", set: map[string]string{"KVPROXY_ADMIN_ADDR": "unix:///run/kvproxy/admin.sock"}},
+		{name: "admin on relative unix", set: map[string]string{"KVPROXY_ADMIN_ADDR": "unix://admin.sock"}, want: "KVPROXY_ADMIN_ADDR"},
 		{name: "retry max range", set: map[string]string{"KVPROXY_RETRY_MAX": "50"}, want: "KVPROXY_RETRY_MAX"},
 		{name: "api version injection", set: map[string]string{"KVPROXY_API_VERSION": "7.5&x=1"}, want: "KVPROXY_API_VERSION"},
 		{name: "china", set: map[string]string{"KVPROXY_VAULT_URL": "https://v.vault.azure.cn"}},
@@ -153,7 +169,7 @@ func TestSecretNeverPrints(t *testing.T) {
 
 func TestVariablesCoverEveryField(t *testing.T) {
 	names := KvproxyVariableNames()
-	if len(names) != 19 {
+	if len(names) != 20 {
 		t.Errorf("%d KVPROXY_ variables: %v", len(names), names)
 	}
 	for _, v := range Variables() {
@@ -187,6 +203,79 @@ func TestREADMEListsEveryVariable(t *testing.T) {
 		line, _, _ := strings.Cut(string(readme[i:]), "\n")
 		if v.Default != "" && !strings.Contains(line, "`"+v.Default+"`") {
 			t.Errorf("README row for %s does not show its default %q: %s", v.Name, v.Default, line)
+		}
+	}
+}
+
+func TestUnknownVariables(t *testing.T) {
+	_, err := Load(map[string]string{
+		"KVPROXY_VAULT_URL":    "https://myvault.vault.azure.net",
+		"KVPROXY_READONLY":     "true",
+		"KVPROXY_LISTEN_ADR":   "0.0.0.0:8380",
+		"KVPROXY_FROBNICATE":   "1",
+		"KVPROXY_SERVICE_HOST": "10.0.0.1", // Kubernetes service links for a Service named kvproxy
+		"KVPROXY_SERVICE_PORT": "8380", "KVPROXY_SERVICE_PORT_PROXY": "8380",
+		"KVPROXY_PORT": "tcp://10.0.0.1:8380", "KVPROXY_PORT_8380_TCP": "tcp://10.0.0.1:8380",
+		"KVPROXY_PORT_8380_TCP_PROTO": "tcp", "KVPROXY_PORT_8380_TCP_PORT": "8380", "KVPROXY_PORT_8380_TCP_ADDR": "10.0.0.1",
+		"AZURE_SOMETHING": "not ours",
+	})
+	if err == nil {
+		t.Fatal("unknown KVPROXY_ variables were accepted")
+	}
+	var ce *Error
+	errors.As(err, &ce)
+	want := []string{
+		"KVPROXY_FROBNICATE: unknown variable; kvproxy -h lists every variable",
+		"KVPROXY_LISTEN_ADR: unknown variable (did you mean KVPROXY_LISTEN_ADDR?); kvproxy -h lists every variable",
+		"KVPROXY_READONLY: unknown variable (did you mean KVPROXY_READ_ONLY?); kvproxy -h lists every variable",
+	}
+	if strings.Join(ce.Problems, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(ce.Problems, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Parse errors and range errors of other variables come in one round.
+func TestParseAndRangeErrorsTogether(t *testing.T) {
+	_, err := Load(map[string]string{
+		"KVPROXY_VAULT_URL":        "https://myvault.vault.azure.net",
+		"KVPROXY_UPSTREAM_TIMEOUT": "soon",
+		"KVPROXY_MAX_BODY_BYTES":   "0",
+		"KVPROXY_REFRESH_BEFORE":   "-1s",
+	})
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 3 {
+		t.Fatalf("want 3 problems in one round, got %v", err)
+	}
+	for _, p := range ce.Problems {
+		if !strings.HasPrefix(p, "KVPROXY_") {
+			t.Errorf("problem %q does not start with its variable", p)
+		}
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	c, err := Load(map[string]string{"KVPROXY_VAULT_URL": "https://myvault.vault.azure.net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("defaults warn: %v", w)
+	}
+	c, err = Load(map[string]string{"KVPROXY_VAULT_URL": "https://myvault.vault.azure.net",
+		"KVPROXY_REQUIRE_METADATA_HEADER": "false", "KVPROXY_LISTEN_ADDR": "0.0.0.0:8380"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{"KVPROXY_REQUIRE_METADATA_HEADER=false", "KVPROXY_LISTEN_ADDR=0.0.0.0:8380 is not a loopback"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:8380", "[::1]:8380", "localhost:8380", "unix:///run/k.sock"} {
+		c, _ := Load(map[string]string{"KVPROXY_VAULT_URL": "https://myvault.vault.azure.net", "KVPROXY_LISTEN_ADDR": addr})
+		if w := c.Warnings(); len(w) != 0 {
+			t.Errorf("%s warns: %v", addr, w)
 		}
 	}
 }
