@@ -57,13 +57,18 @@ type Options struct {
 	// 503 (GET and HEAD), waiting Retry-After up to RetryMaxWait.
 	RetryMax     int
 	RetryMaxWait time.Duration
-	Metrics      *metrics.Metrics // nil records nothing
-	Logger       *slog.Logger
+	// DiagnosisLogInterval: per diagnosis code, the first WARN line is
+	// written, then at most one per interval with the count of those
+	// suppressed (default 10s), so a client cannot flood the log.
+	DiagnosisLogInterval time.Duration
+	Metrics              *metrics.Metrics // nil records nothing
+	Logger               *slog.Logger
 }
 
 // Proxy is the HTTP handler of the proxy listener.
 type Proxy struct {
 	o      Options
+	logs   *logLimiter
 	rp     *httputil.ReverseProxy
 	vault  string // host, for diagnoses
 	apiVer string // "api-version=<v>"
@@ -94,6 +99,9 @@ func New(o Options) (*Proxy, error) {
 	if o.RetryMaxWait <= 0 {
 		o.RetryMaxWait = 10 * time.Second
 	}
+	if o.DiagnosisLogInterval <= 0 {
+		o.DiagnosisLogInterval = 10 * time.Second
+	}
 	target := &url.URL{Scheme: "https", Host: o.Vault.Host}
 	origin := regexp.QuoteMeta(o.Vault.Hostname())
 	if port := o.Vault.Port(); port != "" && port != "443" {
@@ -101,7 +109,7 @@ func New(o Options) (*Proxy, error) {
 	} else {
 		origin += "(?::443)?"
 	}
-	p := &Proxy{o: o, vault: o.Vault.Hostname(), apiVer: "api-version=" + url.QueryEscape(o.APIVersion),
+	p := &Proxy{o: o, logs: newLogLimiter(o.DiagnosisLogInterval), vault: o.Vault.Hostname(), apiVer: "api-version=" + url.QueryEscape(o.APIVersion),
 		nextLinkRE: regexp.MustCompile(`("nextLink"\s*:\s*")https://(?i:` + origin + `)/`)}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -283,10 +291,12 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	if !answer {
 		return
 	}
-	lvl := slog.LevelWarn
-	p.o.Logger.LogAttrs(r.Context(), lvl, "request failed",
-		slog.String("method", r.Method), slog.String("path", r.URL.Path),
-		slog.Int("status", ref.status), slog.String("diagnosis", ref.diagnosis), slog.String("detail", ref.detail))
+	if ok, suppressed := p.logs.allow(ref.diagnosis, time.Now()); ok {
+		p.o.Logger.LogAttrs(r.Context(), slog.LevelWarn, "request failed",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", ref.status), slog.String("diagnosis", ref.diagnosis), slog.String("detail", ref.detail),
+			slog.Int("suppressed", suppressed))
+	}
 	p.refuse(w, ref)
 }
 

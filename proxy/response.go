@@ -58,6 +58,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	resp.Header.Set(HeaderDiagnosis, d.Code)
 	p.countDiagnosis(d.Code)
+	ok, suppressed := p.logs.allow(d.Code, time.Now())
+	if !ok {
+		return nil
+	}
 	attrs := []slog.Attr{
 		slog.String("diagnosis", d.Code), slog.String("detail", d.Detail),
 		slog.Int("status", resp.StatusCode), slog.String("method", in.Method), slog.String("path", in.Path),
@@ -70,6 +74,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if d.Fix != "" {
 		attrs = append(attrs, slog.String("fix", d.Fix))
 	}
+	attrs = append(attrs, slog.Int("suppressed", suppressed))
 	p.o.Logger.LogAttrs(resp.Request.Context(), slog.LevelWarn, "vault refused the request", attrs...)
 	return nil
 }
