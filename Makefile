@@ -31,15 +31,17 @@ lint: ## gofmt, vet, staticcheck (installed from the Go module proxy)
 	cd tools/imagebuild && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	cd deploy/k8stest && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
-fuzz: ## run every fuzz target briefly
-	@for pkg in ./auth ./proxy; do \
+FUZZTIME ?= 15s
+fuzz: ## run every fuzz target of every package for FUZZTIME (CI: 3s each, so a new crasher fails the build)
+	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 15s $$pkg || exit 1; \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 1x $$pkg; exit 1; }; \
 	  done; \
 	done
 
 bench: ## hot-path benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./auth ./proxy
+	$(GO) test -run '^$$' -bench . -benchmem ./auth ./proxy ./diagnose ./kvwire
 
 dev: ## the local playground
 	$(GO) run ./cmd/kvproxy dev
