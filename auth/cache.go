@@ -40,6 +40,9 @@ type CacheOptions struct {
 	RequestRetryInterval time.Duration
 	Metrics              *metrics.Metrics
 	Logger               *slog.Logger
+	// Describe explains a credential error (default [Describe]; pass
+	// [CredentialOptions.Describe] for advice on the credential in use).
+	Describe func(error) *TokenError
 }
 
 // Cache holds the current access token and keeps it fresh. Token is safe
@@ -97,6 +100,9 @@ func NewCache(o CacheOptions) *Cache {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Describe == nil {
+		o.Describe = Describe
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Cache{o: o, kick: make(chan struct{}, 1), ready: make(chan struct{}), base: base, cancel: cancel}
@@ -392,7 +398,7 @@ func (c *Cache) recordUnchanged(prev *held, now time.Time) *held {
 }
 
 func (c *Cache) recordFailure(err error, now time.Time) *TokenError {
-	te := Describe(err)
+	te := c.o.Describe(err)
 	h := c.cur.Load()
 	c.mu.Lock()
 	c.failures++

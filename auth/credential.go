@@ -137,9 +137,11 @@ func require(credential string, reqs []requirement) error {
 // CheckTokenFile reports a missing or unreadable federated token file early,
 // with the fix, instead of on the first token fetch.
 func CheckTokenFile(path string) error {
-	if _, err := os.Stat(path); err != nil {
+	f, err := os.Open(path)
+	if err != nil {
 		return fmt.Errorf("AZURE_FEDERATED_TOKEN_FILE %s: %w (is the pod labelled azure.workload.identity/use: \"true\"?)", path, err)
 	}
+	f.Close()
 	return nil
 }
 

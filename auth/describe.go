@@ -1,15 +1,18 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
@@ -19,7 +22,9 @@ import (
 
 // Describe turns a credential error into a [TokenError] whose Detail a user
 // can act on. Response bodies are summarised, never copied whole, and
-// anything shaped like a token is redacted ([kvwire.Redact]).
+// anything shaped like a token is redacted ([kvwire.Redact]). It gives
+// managed identity advice for an unreachable endpoint; use
+// [CredentialOptions.Describe] to get advice for the credential in use.
 func Describe(err error) *TokenError {
 	var te *TokenError
 	if errors.As(err, &te) {
@@ -186,4 +191,56 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// Describe is [Describe] with advice for the credential o configures: for
+// workload identity and client secret, an unreachable endpoint is the
+// authority (AZURE_AUTHORITY_HOST), and the detail names what was tried:
+// the authority host, the client and tenant IDs and, for workload identity,
+// the federated token file and whether it exists and holds a token.
+func (o CredentialOptions) Describe(err error) *TokenError {
+	te := Describe(err)
+	if o.Kind != KindWorkloadIdentity && o.Kind != KindClientSecret {
+		return te
+	}
+	var tried []string
+	tried = append(tried, "authority "+cmp.Or(redactURL(o.AuthorityHost), "https://login.microsoftonline.com/ (AZURE_AUTHORITY_HOST unset)"))
+	tried = append(tried, "client ID "+cmp.Or(o.ClientID, "(none)"), "tenant "+cmp.Or(o.TenantID, "(none)"))
+	if o.Kind == KindWorkloadIdentity {
+		tried = append(tried, "token file "+o.TokenFile+": "+tokenFileState(o.TokenFile))
+	}
+	what := " (tried: " + strings.Join(tried, "; ") + ")"
+	switch te.Reason {
+	case ReasonUnreachable, ReasonTimeout:
+		te = &TokenError{Reason: te.Reason, Err: te.Err,
+			Detail: "Microsoft Entra ID is unreachable or slow" + what + ": check AZURE_AUTHORITY_HOST, DNS and the egress firewall (the authority host must be reachable over HTTPS)"}
+	default:
+		te = &TokenError{Reason: te.Reason, Err: te.Err, Detail: te.Detail + what}
+	}
+	return te
+}
+
+// tokenFileState says whether a federated token file exists and holds a
+// token, naming its expiry (never its content).
+func tokenFileState(path string) string {
+	if path == "" {
+		return "not set (AZURE_FEDERATED_TOKEN_FILE)"
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "missing"
+	case err != nil:
+		return "unreadable (" + firstLine(err.Error()) + ")"
+	case len(strings.TrimSpace(string(b))) == 0:
+		return "empty"
+	}
+	c, err := kvwire.ParseClaims(string(b))
+	if err != nil {
+		return "not a token (" + err.Error() + ")"
+	}
+	if !c.ExpiresAt.IsZero() && !c.ExpiresAt.After(time.Now()) {
+		return "expired at " + c.ExpiresAt.Format(time.RFC3339) + " (the kubelet refreshes it; is it still mounted?)"
+	}
+	return "present, issuer " + cmp.Or(c.Issuer, "(none)")
 }

@@ -2,10 +2,12 @@ package auth
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
@@ -112,5 +114,36 @@ func TestURLSecretsNeverDescribed(t *testing.T) {
 	}
 	if !strings.Contains(te.Detail, "http://127.0.0.1:9/token") {
 		t.Errorf("detail %q lost the endpoint", te.Detail)
+	}
+}
+
+func TestWorkloadIdentityAdvice(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/token"
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	if err := os.WriteFile(file, []byte(enc(`{"alg":"RS256"}`)+"."+enc(`{"iss":"https://oidc.example/cluster","exp":4102444800}`)+".c2ln"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := CredentialOptions{Kind: KindWorkloadIdentity, ClientID: "c1", TenantID: "t1", TokenFile: file, AuthorityHost: "https://127.0.0.1:1/"}
+	te := o.Describe(errors.New("WorkloadIdentityCredential: Post \"https://127.0.0.1:1/t1/oauth2/v2.0/token\": dial tcp 127.0.0.1:1: connect: connection refused"))
+	for _, want := range []string{"Microsoft Entra ID is unreachable", "authority https://127.0.0.1:1/", "client ID c1", "tenant t1", "token file " + file + ": present, issuer https://oidc.example/cluster", "AZURE_AUTHORITY_HOST"} {
+		if !strings.Contains(te.Detail, want) {
+			t.Errorf("detail lacks %q: %s", want, te.Detail)
+		}
+	}
+	if strings.Contains(te.Detail, "169.254.169.254") {
+		t.Errorf("workload identity got managed identity advice: %s", te.Detail)
+	}
+	o.TokenFile = dir + "/missing"
+	if te := o.Describe(errors.New("connection refused")); !strings.Contains(te.Detail, "missing") {
+		t.Errorf("a missing token file is not named: %s", te.Detail)
+	}
+	if err := CheckTokenFile(dir + "/missing"); err == nil {
+		t.Error("CheckTokenFile accepted a missing file")
+	}
+	// Managed identity keeps its own advice.
+	mi := CredentialOptions{Kind: KindManagedIdentity}
+	if te := mi.Describe(errors.New("dial tcp 169.254.169.254:80: connect: connection refused")); !strings.Contains(te.Detail, "169.254.169.254") {
+		t.Errorf("managed identity advice lost: %s", te.Detail)
 	}
 }

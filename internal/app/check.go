@@ -107,14 +107,23 @@ func Check(ctx context.Context, cfg *config.Config, d Deps) (*CheckReport, error
 	}
 	tenant := challenges.Tenant()
 
-	// 2. A token from the configured identity.
+	// 2. For workload identity, the federated token file.
+	if pt.kind == auth.KindWorkloadIdentity {
+		if err := auth.CheckTokenFile(cfg.AzureFederatedTokenFile); err != nil {
+			fail(CheckStep{Name: "tokenfile", Summary: err.Error()})
+		} else {
+			pass(CheckStep{Name: "tokenfile", Summary: cfg.AzureFederatedTokenFile + " is readable"})
+		}
+	}
+
+	// 3. A token from the configured identity.
 	tro := policy.TokenRequestOptions{Scopes: []string{pt.scope}}
 	if pt.kind.TakesTenant() {
 		tro.TenantID = tenant
 	}
 	tok, err := pt.cred.GetToken(ctx, tro)
 	if err != nil {
-		te := auth.Describe(err)
+		te := pt.credOpts.Describe(err)
 		fail(CheckStep{Name: "token", Summary: te.Detail,
 			Diagnosis: &diagnose.Diagnosis{Code: diagnose.TokenUnavailable, Detail: te.Detail, Vault: host}})
 		return rep, nil
@@ -124,7 +133,7 @@ func Check(ctx context.Context, cfg *config.Config, d Deps) (*CheckReport, error
 		AppID: claims.AppID, Audience: claims.Audience, ExpiresOn: tok.ExpiresOn.UTC().Format(time.RFC3339)}
 	pass(CheckStep{Name: "token", Summary: fmt.Sprintf("token for %s, expires %s", cmp.Or(claims.Audience, "-"), tok.ExpiresOn.UTC().Format(time.RFC3339))})
 
-	// 3. One harmless read.
+	// 4. One harmless read.
 	u := *pt.vault
 	u.Path = "/secrets"
 	u.RawQuery = "maxresults=1&api-version=" + url.QueryEscape(cfg.APIVersion)

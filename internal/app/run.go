@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 	authLog := logger.With(slog.String("component", "auth"))
 	cache := auth.NewCache(auth.CacheOptions{
 		Credential: pt.cred, Scope: pt.scope, RefreshBefore: cfg.RefreshBefore,
-		RequestRetryInterval: cfg.TokenRetryInterval, Metrics: m, Logger: authLog,
+		RequestRetryInterval: cfg.TokenRetryInterval, Metrics: m, Logger: authLog, Describe: pt.credOpts.Describe,
 	})
 	challenges := pt.challenges(cache, authLog)
 	p, err := proxy.New(proxy.Options{

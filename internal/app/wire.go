@@ -21,6 +21,7 @@ type parts struct {
 	scope         string
 	explicitScope bool
 	kind          auth.Kind
+	credOpts      auth.CredentialOptions
 	cred          azcore.TokenCredential
 	credDesc      string // holds no secret
 	transport     *http.Transport
@@ -39,12 +40,13 @@ func build(cfg *config.Config, d Deps) (*parts, error) {
 	if p.kind, err = auth.ParseKind(effective); err != nil {
 		return nil, &config.Error{Problems: []string{"KVPROXY_CREDENTIAL: " + err.Error()}}
 	}
-	p.cred, p.credDesc, err = auth.NewCredential(auth.CredentialOptions{
+	p.credOpts = auth.CredentialOptions{
 		Kind: p.kind, ClientID: cfg.IdentityClientID, TenantID: cfg.AzureTenantID,
 		TokenFile: cfg.AzureFederatedTokenFile, ClientSecret: string(cfg.AzureClientSecret),
 		AuthorityHost: cfg.AzureAuthorityHost, IdentityEndpoint: cfg.IdentityEndpoint,
 		ClientOptions: d.ClientOptions, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
-	})
+	}
+	p.cred, p.credDesc, err = auth.NewCredential(p.credOpts)
 	if err != nil {
 		return nil, &config.Error{Problems: []string{"KVPROXY_CREDENTIAL=" + effective + ": " + err.Error()}}
 	}
