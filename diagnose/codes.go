@@ -14,6 +14,8 @@ const (
 	MethodNotAllowed      = "method-not-allowed"
 	TokenUnavailable      = "token-unavailable"
 	UpstreamUnavailable   = "upstream-unavailable"
+	HostNotAllowed        = "host-not-allowed"
+	MalformedRequest      = "malformed-request"
 
 	// The vault's own 403 and 401 answers, explained.
 	ForbiddenByFirewall    = "forbidden-by-firewall"
@@ -49,6 +51,8 @@ var codes = []Code{
 	{MethodNotAllowed, "405", false},
 	{TokenUnavailable, "503", false},
 	{UpstreamUnavailable, "502 / 504", false},
+	{HostNotAllowed, "421", false},
+	{MalformedRequest, "400 / 408 / 431", false},
 	{ForbiddenByFirewall, "403", true},
 	{ForbiddenByPrivateLink, "403", true},
 	{ForbiddenByRBAC, "403", true},

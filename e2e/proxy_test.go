@@ -267,7 +267,7 @@ func TestRefusalsNeverReachTheVault(t *testing.T) {
 			raw:    "GET * HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n",
 			status: 400, diag: "invalid-request-target"},
 		{name: "read-only refuses before the body is read", proc: "readonly",
-			raw:    "PUT /secrets/x HTTP/1.1\r\nHost: x\r\nMetadata: true\r\nContent-Length: 13\r\n\r\n{\"value\":\"v\"}",
+			raw:    "PUT /secrets/x HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nContent-Length: 13\r\n\r\n{\"value\":\"v\"}",
 			status: 405, diag: "read-only"},
 	}
 	counts := map[string]map[string]int{}
@@ -399,7 +399,8 @@ func TestNoRequestLeavesForAnotherHost(t *testing.T) {
 		{name: "absolute-form with userinfo", raw: "GET https://" + f.vaultHostPort() + "@" + otherTLS + "/secrets/db-password HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n", status: 400},
 		{name: "scheme-relative target", raw: "GET //" + otherTLS + "/secrets/db-password HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n", status: 400},
 		{name: "scheme-relative target with userinfo", raw: "GET //" + f.vaultHostPort() + "@" + otherTLS + "/secrets/db-password HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n", status: 400},
-		{name: "backslashes", raw: "GET /\\\\" + otherTLS + "/secrets/db-password HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n", status: 0},
+		{name: "backslashes", raw: "GET /\\\\" + otherTLS + "/secrets/db-password HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\n\r\n", status: 0},
+		{name: "foreign Host (DNS rebinding)", raw: "GET /secrets/db-password HTTP/1.1\r\nHost: rebound.attacker.example\r\nMetadata: true\r\n\r\n", status: 421},
 		{name: "encoded slashes", path: "/%2F%2F" + otherTLS + "/secrets/db-password", status: 0},
 		{name: "CONNECT to the other host", raw: "CONNECT " + otherTLS + " HTTP/1.1\r\nHost: " + otherTLS + "\r\nMetadata: true\r\n\r\n", status: 405},
 		{name: "URL in the query", path: "/secrets/db-password?url=https://" + otherTLS + "/&api-version=7.5", status: 200},

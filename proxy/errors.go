@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
-	"net/http"
-	"strconv"
+	"os"
+	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/kvwire"
@@ -37,21 +41,26 @@ type refusal struct {
 	detail    string // kvproxy.detail: what to do
 }
 
-func (p *Proxy) refuse(w http.ResponseWriter, r refusal) {
+// refuse answers r, replacing whatever the response held.
+func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, r refusal) {
 	var b errorBody
 	b.Error.Code, b.Error.Message = r.code, r.message
 	b.Kvproxy.Diagnosis, b.Kvproxy.Detail = r.diagnosis, r.detail
 	body, _ := json.Marshal(b)
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	h.Set(HeaderDiagnosis, r.diagnosis)
-	if r.status == http.StatusServiceUnavailable {
-		h.Set("Retry-After", "1")
+	resp := &ctx.Response
+	closeAfter := resp.ConnectionClose()
+	resp.Reset()
+	if closeAfter {
+		resp.SetConnectionClose()
 	}
-	w.WriteHeader(r.status)
-	w.Write(body) //nolint:errcheck // the client may be gone; nothing to do
+	resp.SetStatusCode(r.status)
+	resp.Header.SetContentType("application/json; charset=utf-8")
+	resp.Header.Set("Cache-Control", "no-store")
+	resp.Header.Set(HeaderDiagnosis, r.diagnosis)
+	if r.status == fasthttp.StatusServiceUnavailable {
+		resp.Header.Set("Retry-After", "1")
+	}
+	resp.SetBody(body)
 	p.countDiagnosis(r.diagnosis)
 }
 
@@ -63,46 +72,67 @@ type tokenFailure struct{ err error }
 func (e tokenFailure) Error() string { return e.err.Error() }
 func (e tokenFailure) Unwrap() error { return e.err }
 
-// statusClientClosed is recorded (never sent) when the client went away.
-const statusClientClosed = 499
-
-// classify is the one place that maps a failure of the forwarding path to a
-// response: token failures → 503, timeouts → 504, client gone → no answer,
-// anything else → 502.
-func classify(r *http.Request, err error) (refusal, bool) {
-	var tf tokenFailure
-	if errors.As(err, &tf) {
-		return refusal{status: http.StatusServiceUnavailable, code: "TokenUnavailable", diagnosis: diagnose.TokenUnavailable,
-			message: "kvproxy holds no valid access token for the vault.", detail: kvwire.Redact(tf.Error())}, true
+// fail answers a failure of the forwarding path (classify decides how) and
+// logs it, rate-limited per diagnosis code.
+func (p *Proxy) fail(ctx *fasthttp.RequestCtx, st *requestState, err error) {
+	ref := classify(err)
+	if ok, suppressed := p.logs.allow(ref.diagnosis, time.Now()); ok {
+		path, _, _ := cutQuery(ctx.Request.Header.RequestURI())
+		p.o.Logger.LogAttrs(ctx, slog.LevelWarn, "request failed",
+			slog.String("method", string(ctx.Method())), slog.String("path", string(path)),
+			slog.Int("status", ref.status), slog.String("diagnosis", ref.diagnosis), slog.String("detail", ref.detail),
+			slog.Int("suppressed", suppressed))
 	}
-	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
-		return refusal{status: statusClientClosed}, false
-	}
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return refusal{status: http.StatusGatewayTimeout, code: "UpstreamTimeout", diagnosis: diagnose.UpstreamUnavailable,
-			message: "The vault did not answer within KVPROXY_UPSTREAM_TIMEOUT.",
-			detail:  "the vault did not answer in time (" + summarize(err) + "); check its health and the network path, or raise KVPROXY_UPSTREAM_TIMEOUT"}, true
-	}
-	return refusal{status: http.StatusBadGateway, code: "UpstreamUnavailable", diagnosis: diagnose.UpstreamUnavailable,
-		message: "kvproxy could not reach the vault.",
-		detail:  "the vault could not be reached (" + summarize(err) + "); check DNS, the firewall or private endpoint, and the trusted CA bundle"}, true
+	p.refuse(ctx, ref)
 }
 
-// summarize shortens a transport error for a client-facing detail. Transport
-// errors carry addresses and causes, never request headers or tokens.
-func summarize(err error) string {
-	var ue interface{ Unwrap() error }
-	s := err.Error()
-	// url.Error prefixes "Get \"https://…\": "; the URL holds the client's
-	// path and query, which are not ours to echo in a shared log.
-	if errors.As(err, &ue) {
-		if inner := ue.Unwrap(); inner != nil {
-			s = inner.Error()
-		}
+// classify is the one place that maps a failure of the forwarding path to a
+// response: token failures → 503, timeouts → 504, anything else → 502.
+func classify(err error) refusal {
+	var tf tokenFailure
+	if errors.As(err, &tf) {
+		return refusal{status: fasthttp.StatusServiceUnavailable, code: "TokenUnavailable", diagnosis: diagnose.TokenUnavailable,
+			message: "kvproxy holds no valid access token for the vault.", detail: kvwire.Redact(tf.Error())}
 	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, fasthttp.ErrDialTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
+		return refusal{status: fasthttp.StatusGatewayTimeout, code: "UpstreamTimeout", diagnosis: diagnose.UpstreamUnavailable,
+			message: "The vault did not answer within KVPROXY_UPSTREAM_TIMEOUT.",
+			detail:  "the vault did not answer in time (" + summarize(err) + "); check its health and the network path, or raise KVPROXY_UPSTREAM_TIMEOUT"}
+	}
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		return refusal{status: fasthttp.StatusBadGateway, code: "UpstreamAnswerTooLarge", diagnosis: diagnose.UpstreamUnavailable,
+			message: "The vault's answer is larger than kvproxy accepts.",
+			detail:  fmt.Sprintf("the vault's answer exceeded %d bytes; no Key Vault answer is that large, so something between kvproxy and the vault answered", maxResponseBody)}
+	}
+	return refusal{status: fasthttp.StatusBadGateway, code: "UpstreamUnavailable", diagnosis: diagnose.UpstreamUnavailable,
+		message: "kvproxy could not reach the vault.",
+		detail:  "the vault could not be reached (" + summarize(err) + "); check DNS, the firewall or private endpoint, and the trusted CA bundle"}
+}
+
+// summarize shortens a transport error for a client-facing detail.
+// Transport errors carry addresses and causes, never request headers or
+// tokens.
+func summarize(err error) string {
+	s := kvwire.Redact(err.Error())
 	if len(s) > 200 {
 		s = s[:200] + "…"
 	}
 	return s
+}
+
+func cutQuery(uri []byte) (path, query []byte, ok bool) {
+	for i, c := range uri {
+		if c == '?' {
+			return uri[:i], uri[i+1:], true
+		}
+	}
+	return uri, nil, false
+}
+
+func tooLarge(limit int64) refusal {
+	return refusal{status: fasthttp.StatusRequestEntityTooLarge, code: "RequestBodyTooLarge", diagnosis: diagnose.BodyTooLarge,
+		message: fmt.Sprintf("The request body is larger than %d bytes.", limit),
+		detail:  "kvproxy refuses bodies over KVPROXY_MAX_BODY_BYTES; Key Vault secrets are at most 25 KiB"}
 }

@@ -2,71 +2,96 @@ package proxy
 
 import (
 	"bytes"
-	"io"
+	"encoding/json"
+	"errors"
 	"log/slog"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/kvwire"
 )
 
-// maxDiagnosedBody bounds how much of a 401/403 body kvproxy reads to
-// explain it. Key Vault's error bodies are a few hundred bytes.
-const maxDiagnosedBody = 1 << 20
+// hopHeaders are the vault's response headers that describe its connection
+// to kvproxy, not the answer; they never reach the client.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "TE", "Trailer", "Upgrade"}
 
-// modifyResponse attaches a diagnosis to 401 and 403 answers: the header
-// X-Kvproxy-Diagnosis, a "kvproxy" member beside the vault's "error" when
-// the body is a JSON object, a WARN log line and a metric.
-func (p *Proxy) modifyResponse(resp *http.Response) error {
-	if resp.StatusCode == http.StatusOK {
-		return p.rewriteNextLink(resp)
+// respond finishes the vault's answer, already in ctx.Response: hop-by-hop
+// headers go, a list's nextLink points back at kvproxy, and a 401 or 403
+// gets its diagnosis.
+func (p *Proxy) respond(ctx *fasthttp.RequestCtx, st *requestState) {
+	resp := &ctx.Response
+	status := resp.StatusCode()
+	if status < 200 {
+		// A 1xx final answer (101 Switching Protocols among them) would
+		// make a tunnel past every policy check: never.
+		resp.Reset()
+		p.fail(ctx, st, errors.New("the vault answered with an informational status"))
+		return
 	}
-	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
-		return nil
+	for _, h := range hopHeaders {
+		resp.Header.Del(h)
 	}
-	st := stateOf(resp.Request.Context())
-	if st == nil {
-		st = &requestState{}
+	resp.Header.ResetConnectionClose()
+	resp.Header.Del(HeaderDiagnosis)
+	switch status {
+	case fasthttp.StatusOK:
+		if ctx.IsGet() && isListPath(ctx.Request.Header.RequestURI()) {
+			p.rewriteNextLink(ctx)
+		}
+	case fasthttp.StatusUnauthorized, fasthttp.StatusForbidden:
+		p.diagnose(ctx, st)
 	}
-	if resp.StatusCode == http.StatusUnauthorized && p.o.OnChallenge != nil && st.challenge != (kvwire.Challenge{}) {
+}
+
+// diagnose attaches a diagnosis to a 401 or 403: the X-Kvproxy-Diagnosis
+// header, a "kvproxy" member beside the vault's "error" when the body is a
+// JSON object, a WARN line (rate-limited) and a metric. The exact token
+// sent is redacted from everything, whatever its shape.
+func (p *Proxy) diagnose(ctx *fasthttp.RequestCtx, st *requestState) {
+	resp := &ctx.Response
+	status := resp.StatusCode()
+	if status == fasthttp.StatusUnauthorized && p.o.OnChallenge != nil && st.challenge != (kvwire.Challenge{}) {
 		p.o.OnChallenge(st.challenge)
 	}
-	body, complete := readBody(resp, maxDiagnosedBody)
+	body := resp.Body()
+	if len(st.token) >= 8 && bytes.Contains(body, []byte(st.token)) {
+		body = bytes.ReplaceAll(body, []byte(st.token), []byte(kvwire.Redacted))
+	}
+	path, _, _ := bytes.Cut(ctx.Request.Header.RequestURI(), []byte("?"))
 	in := diagnose.Input{
-		Status: resp.StatusCode, Body: body, Challenge: st.challenge,
-		NetworkInfo: resp.Header.Get("x-ms-keyvault-network-info"), RequestID: resp.Header.Get("x-ms-request-id"),
-		Method: resp.Request.Method, Path: resp.Request.URL.Path,
+		Status: status, Body: body, Challenge: st.challenge,
+		NetworkInfo: string(resp.Header.Peek("x-ms-keyvault-network-info")), RequestID: st.requestID,
+		Method: string(ctx.Method()), Path: string(path),
 		Vault: p.vault, Scope: p.o.Scope, Now: time.Now(),
 	}
 	if st.token != "" {
 		in.Token, _ = kvwire.ParseClaims(st.token) // claims only: a token that is not a JWT names no identity
 	}
 	d := diagnose.Diagnose(in)
-	if d != nil && complete {
-		if enriched, ok := diagnose.EnrichBody(body, d); ok {
-			body = enriched
-		}
-	}
-	if complete {
-		replaceBody(resp, body)
-	}
 	if d == nil {
-		return nil
+		return
 	}
+	d.Detail = kvwire.RedactToken(d.Detail, st.token)
+	d.Fix = kvwire.RedactToken(d.Fix, st.token)
+	if enriched, ok := diagnose.EnrichBody(body, d); ok {
+		body = enriched
+	}
+	resp.SetBody(body)
 	resp.Header.Set(HeaderDiagnosis, d.Code)
 	p.countDiagnosis(d.Code)
 	ok, suppressed := p.logs.allow(d.Code, time.Now())
 	if !ok {
-		return nil
+		return
 	}
 	attrs := []slog.Attr{
 		slog.String("diagnosis", d.Code), slog.String("detail", d.Detail),
-		slog.Int("status", resp.StatusCode), slog.String("method", in.Method), slog.String("path", in.Path),
+		slog.Int("status", status), slog.String("method", in.Method), slog.String("path", in.Path),
 		slog.String("vault", d.Vault), slog.String("requestId", d.RequestID),
 		slog.String("tid", d.Identity.TenantID), slog.String("oid", d.Identity.ObjectID), slog.String("appid", d.Identity.AppID),
+		slog.Int("suppressed", suppressed),
 	}
 	if d.VaultCode != "" {
 		attrs = append(attrs, slog.String("vaultCode", d.VaultCode))
@@ -74,56 +99,118 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if d.Fix != "" {
 		attrs = append(attrs, slog.String("fix", d.Fix))
 	}
-	attrs = append(attrs, slog.Int("suppressed", suppressed))
-	p.o.Logger.LogAttrs(resp.Request.Context(), slog.LevelWarn, "vault refused the request", attrs...)
-	return nil
+	p.o.Logger.LogAttrs(ctx, slog.LevelWarn, "vault refused the request", attrs...)
 }
 
-// maxListBody bounds the list bodies whose nextLink is rewritten; Key Vault
-// pages hold at most 25 items.
-const maxListBody = 4 << 20
-
-// rewriteNextLink points a list page's nextLink back at kvproxy, so a client
-// that follows it stays on the proxy (the vault's own URL would answer 401
-// to a client without a token). Only the vault's own origin is rewritten.
-func (p *Proxy) rewriteNextLink(resp *http.Response) error {
-	st := stateOf(resp.Request.Context())
-	if st == nil || st.inboundHost == "" || resp.Request.Method != http.MethodGet ||
-		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") ||
-		resp.ContentLength > maxListBody || resp.Header.Get("Content-Encoding") != "" {
-		return nil
+// isListPath reports a Key Vault list operation: a collection (/secrets,
+// /deletedkeys, /certificates/issuers) or an item's versions
+// (/secrets/{name}/versions). Only their answers carry a nextLink; the body
+// of a single item is never searched for one.
+func isListPath(uri []byte) bool {
+	path, _, _ := bytes.Cut(uri, []byte("?"))
+	path = bytes.Trim(path, "/")
+	if len(path) == 0 {
+		return false
 	}
-	body, complete := readBody(resp, maxListBody)
-	if !complete {
-		return nil
+	segs := bytes.Split(path, []byte("/"))
+	switch len(segs) {
+	case 1:
+		return true
+	case 2:
+		return bytes.EqualFold(segs[0], []byte("certificates")) && bytes.EqualFold(segs[1], []byte("issuers"))
+	case 3:
+		return bytes.EqualFold(segs[2], []byte("versions"))
 	}
-	if bytes.Contains(body, []byte(`"nextLink"`)) {
-		body = p.nextLinkRE.ReplaceAll(body, []byte(`${1}http://`+st.inboundHost+`/`))
-	}
-	replaceBody(resp, body)
-	return nil
+	return false
 }
 
-// readBody reads resp's body if it is at most limit bytes. Otherwise (or if
-// reading fails) it reports false and leaves the body to stream on as the
-// vault sent it, with the bytes already read put back in front.
-func readBody(resp *http.Response, limit int64) ([]byte, bool) {
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil || int64(len(body)) > limit {
-		resp.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
-		return body, false
+// rewriteNextLink points a list page's top-level nextLink back at kvproxy,
+// so a client that follows it stays on the proxy (the vault's own URL would
+// answer 401 to a client without a token). Only the top-level member is
+// touched, only when it names the vault's own origin; every other member
+// keeps its bytes.
+func (p *Proxy) rewriteNextLink(ctx *fasthttp.RequestCtx) {
+	body := ctx.Response.Body()
+	host := safeHost(ctx.Request.Header.Host())
+	if host == "" || !bytes.Contains(body, []byte(`"nextLink"`)) ||
+		!bytes.HasPrefix(ctx.Response.Header.ContentType(), []byte("application/json")) || len(ctx.Response.Header.ContentEncoding()) > 0 {
+		return
 	}
-	return body, true
+	out, ok := replaceTopLevel(body, "nextLink", func(raw json.RawMessage) (json.RawMessage, bool) {
+		var link string
+		if json.Unmarshal(raw, &link) != nil {
+			return nil, false
+		}
+		for _, o := range p.origin {
+			if len(link) >= len(o) && strings.EqualFold(link[:len(o)], o) {
+				b, err := json.Marshal("http://" + host + "/" + link[len(o):])
+				return b, err == nil
+			}
+		}
+		return nil, false
+	})
+	if ok {
+		ctx.Response.SetBody(out)
+	}
 }
 
-// replaceBody makes body resp's body (the old one was read whole by
-// readBody) and corrects Content-Length.
-func replaceBody(resp *http.Response, body []byte) {
-	resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	resp.ContentLength = int64(len(body))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+// replaceTopLevel returns body with the value of its top-level member key
+// replaced by what fn makes of it, and true; every other member keeps its
+// key and value bytes. It reports false when body is not a JSON object,
+// has no such member, or fn declines.
+func replaceTopLevel(body []byte, key string, fn func(json.RawMessage) (json.RawMessage, bool)) ([]byte, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	out := make([]byte, 0, len(body)+32)
+	out = append(out, '{')
+	replaced := false
+	for n := 0; dec.More(); n++ {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		k, ok := tok.(string)
+		if !ok {
+			return nil, false
+		}
+		var raw json.RawMessage
+		if dec.Decode(&raw) != nil {
+			return nil, false
+		}
+		if k == key && !replaced {
+			if v, ok := fn(raw); ok {
+				raw, replaced = v, true
+			}
+		}
+		kb, _ := json.Marshal(k)
+		if n > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, kb...)
+		out = append(out, ':')
+		out = append(out, raw...)
+	}
+	if _, err := dec.Token(); err != nil || dec.More() {
+		return nil, false
+	}
+	if !replaced {
+		return nil, false
+	}
+	return append(out, '}'), true
+}
+
+// safeHost returns h if it is a plain host[:port] fit to put in a URL, else
+// "" (then nextLink is left as the vault sent it).
+func safeHost(h []byte) string {
+	if len(h) == 0 || len(h) > 255 {
+		return ""
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == ':' || c == '[' || c == ']') {
+			return ""
+		}
+	}
+	return string(h)
 }

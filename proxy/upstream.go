@@ -2,21 +2,20 @@ package proxy
 
 import (
 	"bytes"
-	"io"
+	"context"
+	"crypto/tls"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpproxy"
+
 	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
 )
-
-// upstream is the reverse proxy's transport: it injects the token, sends the
-// request to the vault, and retries what is safe to retry. The request's
-// body was buffered by ServeHTTP, so every attempt sends it whole.
-type upstream struct{ p *Proxy }
 
 // Retry reasons, the values of kvproxy_upstream_retries_total{reason}.
 const (
@@ -25,70 +24,113 @@ const (
 	retryUnavailable  = metrics.RetryUnavailable
 )
 
-func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	p := u.p
-	ctx := req.Context()
-	st := stateOf(ctx)
-	if st == nil {
-		st = &requestState{}
+// newHostClient is the pool of connections to the vault: TLS 1.2 or later,
+// keep-alive connections reused across requests, timeouts on every phase,
+// HTTPS_PROXY honoured (the token still travels inside the TLS tunnel to the
+// vault). A request that failed on a reused connection is retried by the
+// client only for GET and HEAD: a PUT may have reached the vault.
+func newHostClient(o Options) *fasthttp.HostClient {
+	addr := o.Vault.Host
+	if o.Vault.Port() == "" {
+		addr += ":443"
 	}
-	tok, err := p.o.Tokens.Token(ctx)
+	maxConns := o.MaxConnsPerHost
+	if maxConns <= 0 {
+		maxConns = 512
+	}
+	dialer := &fasthttpproxy.Dialer{Timeout: 10 * time.Second, ConnectTimeout: 10 * time.Second}
+	dial, err := dialer.GetDialFunc(true)
 	if err != nil {
-		return nil, tokenFailure{err}
+		dial = nil // a malformed HTTPS_PROXY: dial directly, fasthttp's default
 	}
+	return &fasthttp.HostClient{
+		Addr:                     addr,
+		IsTLS:                    true,
+		TLSConfig:                &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs, ServerName: o.Vault.Hostname()},
+		Dial:                     dial,
+		MaxConns:                 maxConns,
+		MaxIdleConnDuration:      90 * time.Second,
+		MaxConnWaitTimeout:       o.UpstreamTimeout,
+		MaxResponseBodySize:      maxResponseBody,
+		ReadBufferSize:           16 << 10,
+		DisablePathNormalizing:   true,
+		NoDefaultUserAgentHeader: true,
+		RetryIfErr: func(req *fasthttp.Request, attempts int, _ error) (bool, bool) {
+			return false, attempts < 2 && (req.Header.IsGet() || req.Header.IsHead())
+		},
+	}
+}
+
+// forward sends the request to the vault, injecting the token, retrying
+// what is safe to retry, and answers the client. The vault's answer is read
+// straight into the client's response.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
+	tctx, cancel := context.WithTimeout(ctx, p.o.UpstreamTimeout)
+	defer cancel()
+	deadline, _ := tctx.Deadline()
+	tok, err := p.o.Tokens.Token(tctx)
+	if err != nil {
+		p.fail(ctx, st, tokenFailure{err})
+		return
+	}
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	p.buildRequest(ctx, req)
+	resp := &ctx.Response
 	renewed, retries := false, 0 // a 401 renewal does not use up KVPROXY_RETRY_MAX
-	for attempt := 0; ; attempt++ {
-		// A RoundTripper must not modify its request: send a copy.
-		out := req.Clone(ctx)
-		if attempt > 0 && st.body != nil {
-			out.Body = io.NopCloser(bytes.NewReader(st.body))
-		}
-		out.Header.Set("Authorization", "Bearer "+tok.Token)
+	for {
+		resp.Reset()
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
 		st.token = tok.Token
 		start := time.Now()
-		resp, err := p.o.Transport.RoundTrip(out)
+		err := p.client.DoDeadline(req, resp, deadline)
 		p.o.Metrics.ObserveUpstream(time.Since(start).Seconds())
 		if err != nil {
-			return nil, err
+			resp.Reset()
+			p.fail(ctx, st, err)
+			return
 		}
-		st.requestID = resp.Header.Get("x-ms-request-id")
-		if resp.StatusCode == http.StatusUnauthorized {
-			st.challenge = parseChallenge(resp.Header)
+		status := resp.StatusCode()
+		st.requestID = string(resp.Header.Peek("x-ms-request-id"))
+		if status == fasthttp.StatusUnauthorized {
+			st.challenge = parseChallenge(resp)
 		}
-
 		switch {
-		case resp.StatusCode == http.StatusUnauthorized && !renewed:
+		case status == fasthttp.StatusUnauthorized && !renewed:
 			// The vault rejected the token: it was revoked, or a claims
 			// challenge (CAE) asks for a new one. Get another and try once.
 			renewed = true
-			next, rerr := p.o.Tokens.Renew(ctx, tok.Token, st.challenge)
+			next, rerr := p.o.Tokens.Renew(tctx, tok.Token, st.challenge)
 			if rerr != nil {
-				return resp, nil // diagnose the vault's 401 as it is
+				p.respond(ctx, st) // diagnose the vault's 401 as it is
+				return
 			}
-			discard(resp)
 			p.countRetry(retryUnauthorized)
 			tok = next
 			continue
-		case retries < p.o.RetryMax && retryable(req.Method, resp.StatusCode):
-			wait := p.retryWait(resp.Header.Get("Retry-After"), retries)
+		case retries < p.o.RetryMax && retryable(req.Header.Method(), status):
+			wait := p.retryWait(string(resp.Header.Peek("Retry-After")), retries)
 			retries++
-			if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
-				return resp, nil // no time left to wait: the client gets the 429/503
+			if time.Now().Add(wait).After(deadline) {
+				p.respond(ctx, st) // no time left to wait: the client gets the 429/503
+				return
 			}
-			discard(resp)
 			reason := retryThrottled
-			if resp.StatusCode == http.StatusServiceUnavailable {
+			if status == fasthttp.StatusServiceUnavailable {
 				reason = retryUnavailable
 			}
 			p.countRetry(reason)
 			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
+			case <-tctx.Done():
+				resp.Reset()
+				p.fail(ctx, st, tctx.Err())
+				return
 			case <-time.After(wait):
 			}
 			continue
 		}
-		return resp, nil
+		p.respond(ctx, st)
+		return
 	}
 }
 
@@ -96,12 +138,12 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 // method may be sent again. 503 may come after the work was done, so only
 // GET and HEAD are retried (a retried PUT would create a second secret
 // version; a retried DELETE could answer 404 for a delete that succeeded).
-func retryable(method string, status int) bool {
+func retryable(method []byte, status int) bool {
 	switch status {
 	case http.StatusTooManyRequests:
 		return true
 	case http.StatusServiceUnavailable:
-		return method == http.MethodGet || method == http.MethodHead
+		return string(method) == http.MethodGet || string(method) == http.MethodHead
 	}
 	return false
 }
@@ -120,12 +162,17 @@ func (p *Proxy) countRetry(reason string) { p.o.Metrics.CountRetry(reason) }
 
 // parseChallenge reads a 401's WWW-Authenticate challenges (zero when there
 // is no Bearer challenge; a bad claims parameter leaves the rest readable).
-func parseChallenge(h http.Header) kvwire.Challenge {
-	v := h.Values("WWW-Authenticate")
-	if len(v) == 0 {
+func parseChallenge(resp *fasthttp.Response) kvwire.Challenge {
+	var vals []string
+	for k, v := range resp.Header.All() {
+		if bytes.EqualFold(k, []byte("WWW-Authenticate")) {
+			vals = append(vals, string(v))
+		}
+	}
+	if len(vals) == 0 {
 		return kvwire.Challenge{}
 	}
-	c, _ := kvwire.ParseChallenge(strings.Join(v, ", "))
+	c, _ := kvwire.ParseChallenge(strings.Join(vals, ", "))
 	return c
 }
 
@@ -149,11 +196,4 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 		return min(max(t.Sub(now), 0), longest), true
 	}
 	return 0, false
-}
-
-// discard drains a little of a response body so the connection can be
-// reused, and closes it.
-func discard(resp *http.Response) {
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) //nolint:errcheck
-	resp.Body.Close()
 }

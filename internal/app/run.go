@@ -69,10 +69,10 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		OnChallenge: func(c kvwire.Challenge) {
 			challenges.Observe(c) //nolint:errcheck // Observe logs a refusal; the 401 is diagnosed as it is
 		},
-		Transport:       pt.transport,
 		APIVersion:      cfg.APIVersion,
 		RequireMetadata: cfg.RequireMetadataHeader, ReadOnly: cfg.ReadOnly, MaxBodyBytes: cfg.MaxBodyBytes,
 		UpstreamTimeout: cfg.UpstreamTimeout, RetryMax: cfg.RetryMax, RetryMaxWait: cfg.RetryMaxWait,
+		RootCAs: d.RootCAs, AllowedHosts: cfg.AllowedHosts,
 		Metrics: m, Logger: logger.With(slog.String("component", "proxy")),
 	})
 	if err != nil {
@@ -95,15 +95,8 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 	defer adminLn.Close()
 
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
-	proxySrv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		WriteTimeout:      cfg.UpstreamTimeout + 30*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
-	}
+	_, unixProxy := config.UnixSocketPath(cfg.ListenAddr)
+	proxySrv := p.Server(proxy.ServerOptions{CheckHost: !unixProxy})
 	adminSrv := &http.Server{
 		Handler:           adminHandler(reg, cache, &draining),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -141,7 +134,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 			logger.Warn("could not learn the vault's challenge; will learn it from the first 401", slog.String("detail", err.Error()))
 		}
 	}()
-	g.Go(func() error { return serve(proxySrv, proxyLn) })
+	g.Go(func() error { return proxySrv.Serve(proxyLn) })
 	g.Go(func() error { return serve(adminSrv, adminLn) })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -149,10 +142,8 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		logger.Info("draining", slog.Duration("timeout", cfg.ShutdownTimeout))
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
-		err := proxySrv.Shutdown(sctx)
-		if err != nil {
+		if err := proxySrv.ShutdownWithContext(sctx); err != nil {
 			logger.Warn("drain deadline passed; closing open connections", slog.String("error", err.Error()))
-			proxySrv.Close()
 		}
 		actx, acancel := context.WithTimeout(context.Background(), time.Second)
 		defer acancel()

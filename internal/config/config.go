@@ -60,6 +60,7 @@ type Config struct {
 	VaultURL                 string        `env:"KVPROXY_VAULT_URL" desc:"Vault to forward to: https://<name>.vault.azure.net, or a Managed HSM, in any Azure cloud. Other hosts are refused unless KVPROXY_ALLOW_UNKNOWN_VAULT_HOST=true; an IP address or localhost (a stand-in) needs KVPROXY_TOKEN_SCOPE. http:// is refused. Required."`
 	AllowUnknownVaultHost    bool          `env:"KVPROXY_ALLOW_UNKNOWN_VAULT_HOST" envDefault:"false" desc:"Allow a vault host outside the known Key Vault and Managed HSM suffixes (a private cloud), and a KVPROXY_TOKEN_SCOPE that is no Key Vault or Managed HSM scope of the vault's cloud. Logged at WARN."`
 	ListenAddr               string        `env:"KVPROXY_LISTEN_ADDR" envDefault:"127.0.0.1:8380" desc:"Proxy listener: host:port, or unix:///path/kvproxy.sock for a unix socket (created 0660, a stale socket file is replaced)."`
+	AllowedHosts             []string      `env:"KVPROXY_ALLOWED_HOSTS" envSeparator:"," desc:"Host names the proxy listener answers besides IP addresses and localhost (comma-separated; the Helm chart sets the service's DNS names). Any other Host gets 421 host-not-allowed, against DNS rebinding. Unix sockets are not checked."`
 	AdminAddr                string        `env:"KVPROXY_ADMIN_ADDR" envDefault:"127.0.0.1:8381" desc:"Admin listener serving /healthz, /readyz and /metrics: host:port, or unix:///path/admin.sock (on a VM; the kubelet and Prometheus need TCP)."`
 	Credential               string        `env:"KVPROXY_CREDENTIAL" envDefault:"auto" desc:"auto, managed-identity, workload-identity, client-secret or azure-cli. auto: workload identity when AZURE_FEDERATED_TOKEN_FILE is set, client secret when AZURE_CLIENT_SECRET is set, else managed identity."`
 	IdentityClientID         string        `env:"KVPROXY_IDENTITY_CLIENT_ID" desc:"Client ID of a user-assigned managed identity (or of the workload identity / app registration). Defaults to AZURE_CLIENT_ID when that is set."`
@@ -183,6 +184,11 @@ func (c *Config) validate(failed map[string]bool) []string {
 	c.validateVault(add)
 	if err := validateListen(c.ListenAddr); err != nil {
 		add("KVPROXY_LISTEN_ADDR: %v", err)
+	}
+	for _, h := range c.AllowedHosts {
+		if h = strings.TrimSpace(h); h == "" || strings.ContainsAny(h, "/@?# ") || strings.Contains(h, "://") {
+			add("KVPROXY_ALLOWED_HOSTS: %q is not a host name (want names such as kvproxy.security.svc, comma-separated)", h)
+		}
 	}
 	if err := validateListen(c.AdminAddr); err != nil {
 		add("KVPROXY_ADMIN_ADDR: %v", err)

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestDefaults(t *testing.T) {
 		RequireMetadataHeader: true, MaxBodyBytes: 1048576, ShutdownTimeout: 20 * time.Second,
 		RetryMax: 2, RetryMaxWait: 10 * time.Second, TokenRetryInterval: time.Second, LogLevel: "info", LogFormat: "json",
 	}
-	if *c != want {
+	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *c, want)
 	}
 	if s, explicit := c.Scope(); s != "https://vault.azure.net/.default" || explicit {
@@ -169,7 +170,7 @@ func TestSecretNeverPrints(t *testing.T) {
 
 func TestVariablesCoverEveryField(t *testing.T) {
 	names := KvproxyVariableNames()
-	if len(names) != 20 {
+	if len(names) != 21 {
 		t.Errorf("%d KVPROXY_ variables: %v", len(names), names)
 	}
 	for _, v := range Variables() {

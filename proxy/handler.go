@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"bytes"
+	"log/slog"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/kvproxy/kvproxy/diagnose"
+	"github.com/kvproxy/kvproxy/kvwire"
+)
+
+// requestState travels with one request.
+type requestState struct {
+	token     string // the token last sent, for diagnostics; never logged
+	requestID string // x-ms-request-id of the vault's answer
+	// challenge is the parsed WWW-Authenticate of the last 401 the vault
+	// answered, parsed once for renewal, learning and diagnosis.
+	challenge kvwire.Challenge
+	// status is recorded for the metrics when no answer is written.
+	status int
+}
+
+// serve applies the request policy, then forwards to the vault.
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, checkHost bool) {
+	start := time.Now()
+	m := p.o.Metrics
+	m.RequestStarted()
+	var st requestState
+	defer func() {
+		status := ctx.Response.StatusCode()
+		if st.status != 0 {
+			status = st.status
+		}
+		d := time.Since(start)
+		m.RequestDone()
+		m.ObserveRequest(methodLabel(ctx.Method()), status, d.Seconds())
+		if p.o.Logger.Enabled(ctx, slog.LevelDebug) {
+			path, _, _ := bytes.Cut(ctx.Request.Header.RequestURI(), []byte("?"))
+			p.o.Logger.LogAttrs(ctx, slog.LevelDebug, "request",
+				slog.String("method", string(ctx.Method())), slog.String("path", string(path)),
+				slog.Int("status", status), slog.Duration("duration", d),
+				slog.String("vaultRequestId", st.requestID))
+		}
+	}()
+	if ref, bad := p.checkRequest(ctx, checkHost); bad {
+		p.refuse(ctx, ref)
+		return
+	}
+	p.forward(ctx, &st)
+}
+
+// checkRequest enforces the request policy before anything is forwarded.
+func (p *Proxy) checkRequest(ctx *fasthttp.RequestCtx, checkHost bool) (refusal, bool) {
+	h := &ctx.Request.Header
+	if hasBothFramings(h.RawHeaders()) {
+		ctx.SetConnectionClose() // nothing after this body may be read as a request
+		return refusal{status: fasthttp.StatusBadRequest, code: "BadRequest", diagnosis: diagnose.MalformedRequest,
+			message: "The request carries both Content-Length and Transfer-Encoding.",
+			detail:  "a request with two framings is a request smuggling attempt; send one of them"}, true
+	}
+	switch methodLabel(h.Method()) {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodPut, fasthttp.MethodPost, fasthttp.MethodPatch, fasthttp.MethodDelete:
+	default:
+		return refusal{status: fasthttp.StatusMethodNotAllowed, code: "MethodNotAllowed", diagnosis: diagnose.MethodNotAllowed,
+			message: "kvproxy forwards GET, HEAD, PUT, POST, PATCH and DELETE only.",
+			detail:  sanitizeMethod(h.Method()) + " is not a Key Vault operation; kvproxy is not a forward proxy"}, true
+	}
+	// Only origin-form targets ("/path?query"). An absolute-form target
+	// (http://host/…) or a path starting with "//" is how a client would
+	// try to point a proxy at another host; kvproxy never would, but
+	// refusing says so clearly instead of silently sending it to the vault.
+	if uri := h.RequestURI(); len(uri) == 0 || uri[0] != '/' || bytes.HasPrefix(uri, []byte("//")) {
+		return refusal{status: fasthttp.StatusBadRequest, code: "InvalidRequestTarget", diagnosis: diagnose.InvalidRequestTarget,
+			message: "The request target must be a path such as /secrets/name?api-version=7.5.",
+			detail:  "kvproxy forwards only to its configured vault (" + p.vault + "); send the Key Vault path, not a URL"}, true
+	}
+	if checkHost && !p.hostAllowed(h.Host()) {
+		return refusal{status: fasthttp.StatusMisdirectedRequest, code: "HostNotAllowed", diagnosis: diagnose.HostNotAllowed,
+			message: "The Host header names no host kvproxy serves.",
+			detail:  "kvproxy answers Host values that are an IP address, localhost, or listed in KVPROXY_ALLOWED_HOSTS (this guards against DNS rebinding); add the name there"}, true
+	}
+	if p.o.RequireMetadata && !bytes.EqualFold(h.Peek("Metadata"), []byte("true")) {
+		return refusal{status: fasthttp.StatusBadRequest, code: "MetadataHeaderMissing", diagnosis: diagnose.MetadataHeaderMissing,
+			message: "Required metadata header not specified.",
+			detail:  "add the header 'Metadata: true' to requests to kvproxy (it proves the request was not forged through the app); KVPROXY_REQUIRE_METADATA_HEADER=false turns the check off"}, true
+	}
+	if p.o.ReadOnly && !h.IsGet() && !h.IsHead() {
+		return refusal{status: fasthttp.StatusMethodNotAllowed, code: "ReadOnly", diagnosis: diagnose.ReadOnly,
+			message: "kvproxy is read-only: only GET and HEAD are forwarded.",
+			detail:  "KVPROXY_READ_ONLY=true refuses " + methodLabel(h.Method()) + "; unset it to allow writes"}, true
+	}
+	return refusal{}, false
+}
+
+// sanitizeMethod names a method for a detail: letters only, at most 20.
+func sanitizeMethod(m []byte) string {
+	out := make([]byte, 0, min(len(m), 20))
+	for _, c := range m {
+		if len(out) == 20 {
+			break
+		}
+		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return "this method"
+	}
+	return string(out)
+}
+
+// headersToVault is everything of the client's request that reaches the
+// vault besides method, path, query and body: what Key Vault and its SDKs
+// use. Authorization and Content-Length are kvproxy's own; Host is the
+// vault's. Nothing else a client sends rides along (Upgrade, HTTP2-Settings,
+// X-HTTP-Method-Override, X-Original-URL, Via, Proxy-Authorization,
+// Forwarded, trailers, …).
+var headersToVault = []string{
+	"Content-Type", "Accept", "Accept-Language", "User-Agent",
+	"x-ms-client-request-id", "x-ms-return-client-request-id", "traceparent", "tracestate",
+}
+
+// buildRequest makes the request to the vault from what Key Vault uses of
+// the client's: method, the target byte for byte (api-version appended
+// when absent), the allowlisted headers and the body.
+func (p *Proxy) buildRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
+	in := &ctx.Request.Header
+	req.Header.DisableNormalizing()
+	req.Header.SetMethodBytes(in.Method())
+	uri := in.RequestURI()
+	_, query, hasQuery := bytes.Cut(uri, []byte("?"))
+	var arr [256]byte // SetRequestURIBytes copies: most targets need no allocation
+	buf := append(arr[:0], uri...)
+	if !hasAPIVersion(query) {
+		if hasQuery && len(query) > 0 {
+			buf = append(buf, '&')
+		} else if !hasQuery {
+			buf = append(buf, '?')
+		}
+		buf = append(buf, p.apiVer...)
+	}
+	req.SetRequestURIBytes(buf)
+	u := req.URI()
+	u.DisablePathNormalizing = true
+	u.SetScheme(p.scheme)
+	u.SetHost(p.vaultHdr)
+	req.Header.SetHost(p.vaultHdr)
+	for _, name := range headersToVault {
+		if v := in.Peek(name); len(v) > 0 {
+			req.Header.SetBytesV(name, v)
+		}
+	}
+	if body := ctx.Request.Body(); len(body) > 0 || !in.IsGet() && !in.IsHead() {
+		req.SetBodyRaw(body)
+	}
+}
+
+// hasAPIVersion reports whether a raw query has a non-empty api-version.
+func hasAPIVersion(rawQuery []byte) bool {
+	for q := rawQuery; len(q) > 0; {
+		var part []byte
+		part, q, _ = bytes.Cut(q, []byte("&"))
+		if v, ok := bytes.CutPrefix(part, []byte("api-version=")); ok && len(v) > 0 {
+			return true
+		}
+	}
+	return false
+}

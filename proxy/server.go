@@ -1,0 +1,200 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/kvproxy/kvproxy/diagnose"
+)
+
+// ServerOptions configure the proxy listener's HTTP server.
+type ServerOptions struct {
+	// CheckHost refuses requests whose Host is not an IP literal, localhost
+	// or one of Options.AllowedHosts (421 host-not-allowed): a browser page
+	// on a name rebound to this address could otherwise add
+	// "Metadata: true" without a preflight and read secrets. Set it on TCP
+	// listeners; a unix socket needs none.
+	CheckHost bool
+	// ReadTimeout bounds reading one request, headers and body (default
+	// 1m): a client that stalls its body gets 400 body-unreadable.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response (default UpstreamTimeout+30s).
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long (default 2m).
+	IdleTimeout time.Duration
+	// MaxConns bounds the connections served at once (0: fasthttp's
+	// default); a connection over it gets 503.
+	MaxConns int
+}
+
+// Server returns the proxy listener's server. Serve it on a listener and
+// stop it with ShutdownWithContext.
+func (p *Proxy) Server(o ServerOptions) *fasthttp.Server {
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = time.Minute
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = p.o.UpstreamTimeout + 30*time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	return &fasthttp.Server{
+		Handler:                      func(ctx *fasthttp.RequestCtx) { p.serve(ctx, o.CheckHost) },
+		ErrorHandler:                 p.serverError,
+		Name:                         "",
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		ReadTimeout:                  o.ReadTimeout,
+		WriteTimeout:                 o.WriteTimeout,
+		IdleTimeout:                  o.IdleTimeout,
+		MaxRequestBodySize:           int(p.o.MaxBodyBytes),
+		ReadBufferSize:               16 << 10, // the longest request head accepted
+		Concurrency:                  o.MaxConns,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true,
+		Logger:                       slogPrinter{p.o.Logger},
+	}
+}
+
+// slogPrinter sends fasthttp's own messages to the logger at debug.
+type slogPrinter struct{ l *slog.Logger }
+
+func (s slogPrinter) Printf(format string, args ...any) {
+	if s.l.Enabled(context.Background(), slog.LevelDebug) {
+		s.l.Debug("http server", slog.String("detail", strings.TrimSpace(fmt.Sprintf(format, args...))))
+	}
+}
+
+// serverError answers what fasthttp could not parse or read.
+func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	var ref refusal
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ref = tooLarge(p.o.MaxBodyBytes)
+	case errors.As(err, &ne) && ne.Timeout() && len(ctx.Method()) > 0:
+		ref = refusal{status: fasthttp.StatusBadRequest, code: "BadRequest", diagnosis: diagnose.BodyUnreadable,
+			message: "The request body could not be read.", detail: "the client stopped sending the body before the read deadline"}
+	case errors.As(err, &ne) && ne.Timeout():
+		ref = refusal{status: fasthttp.StatusRequestTimeout, code: "RequestTimeout", diagnosis: diagnose.MalformedRequest,
+			message: "The request did not arrive in time.", detail: "the client did not send a whole request before the read deadline"}
+	case errors.As(err, &small):
+		ref = refusal{status: fasthttp.StatusRequestHeaderFieldsTooLarge, code: "HeadersTooLarge", diagnosis: diagnose.MalformedRequest,
+			message: "The request headers are too large.", detail: "kvproxy reads at most 16 KiB of request line and headers"}
+	case strings.Contains(err.Error(), "invalid request uri"): // "GET *", "GET http:evil"
+		ref = refusal{status: fasthttp.StatusBadRequest, code: "InvalidRequestTarget", diagnosis: diagnose.InvalidRequestTarget,
+			message: "The request target must be a path such as /secrets/name?api-version=7.5.",
+			detail:  "kvproxy forwards only to its configured vault (" + p.vault + "); send the Key Vault path, not a URL"}
+	default:
+		ref = refusal{status: fasthttp.StatusBadRequest, code: "BadRequest", diagnosis: diagnose.MalformedRequest,
+			message: "The request is not valid HTTP/1.1.", detail: "kvproxy could not parse the request (framing, chunked encoding or a forbidden trailer); nothing was forwarded"}
+	}
+	p.refuse(ctx, ref)
+	p.o.Metrics.ObserveRequest(methodLabel(ctx.Method()), ref.status, 0)
+}
+
+// hostPolicy decides Host values, caching verdicts so a request's check is
+// one map lookup without allocating.
+type hostPolicy struct {
+	mu      sync.RWMutex
+	verdict map[string]bool
+}
+
+const maxHostVerdicts = 1024
+
+// hostAllowed reports whether a request's Host may be served.
+func (p *Proxy) hostAllowed(h []byte) bool {
+	if len(h) == 0 {
+		return true // HTTP/1.0 without Host: no browser sends that
+	}
+	p.hosts.mu.RLock()
+	v, ok := p.hosts.verdict[string(h)]
+	p.hosts.mu.RUnlock()
+	if ok {
+		return v
+	}
+	s := string(h)
+	host := normHost(s)
+	v = host == "localhost" || p.allowed[host]
+	if !v {
+		_, err := netip.ParseAddr(host)
+		v = err == nil
+	}
+	p.hosts.mu.Lock()
+	if len(p.hosts.verdict) < maxHostVerdicts {
+		p.hosts.verdict[s] = v
+	}
+	p.hosts.mu.Unlock()
+	return v
+}
+
+// normHost lower-cases a host, strips its port, the brackets of an IPv6
+// literal and a trailing dot.
+func normHost(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	return strings.TrimSuffix(h, ".")
+}
+
+// methodLabel maps a method to a constant string without allocating.
+func methodLabel(m []byte) string {
+	switch string(m) {
+	case fasthttp.MethodGet:
+		return fasthttp.MethodGet
+	case fasthttp.MethodHead:
+		return fasthttp.MethodHead
+	case fasthttp.MethodPut:
+		return fasthttp.MethodPut
+	case fasthttp.MethodPost:
+		return fasthttp.MethodPost
+	case fasthttp.MethodPatch:
+		return fasthttp.MethodPatch
+	case fasthttp.MethodDelete:
+		return fasthttp.MethodDelete
+	case fasthttp.MethodOptions:
+		return fasthttp.MethodOptions
+	}
+	return "other"
+}
+
+// hasBothFramings reports a request head that carries Content-Length and
+// Transfer-Encoding together: a request smuggling attempt.
+func hasBothFramings(raw []byte) bool {
+	var cl, te bool
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			cl = true
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			te = true
+		}
+	}
+	return cl && te
+}
