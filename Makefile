@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/kvproxy/kvproxy/internal/version.Version=$(VERSION) -X github.com/kvproxy/kvproxy/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build test test-unit test-k8s image lint fuzz bench dev clean
+.PHONY: all build test test-unit test-k8s image lint fuzz bench bench-e2e dev clean
 
 all: lint test
 
@@ -42,6 +42,10 @@ fuzz: ## run every fuzz target of every package for FUZZTIME (CI: 3s each, so a 
 
 bench: ## hot-path benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./auth ./proxy ./diagnose ./kvwire
+
+bench-e2e: build ## kvproxy side by side with nginx and a direct client (installs wrk and nginx from Debian when missing; not part of make test)
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light; }
+	$(GO) run ./tools/bench -kvproxy bin/kvproxy $(BENCHFLAGS)
 
 dev: ## the local playground
 	$(GO) run ./cmd/kvproxy dev

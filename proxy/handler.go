@@ -37,6 +37,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, checkHost bool) {
 		m.RequestDone()
 		m.ObserveRequest(methodLabel(ctx.Method()), status, d.Seconds())
 		if p.o.Logger.Enabled(ctx, slog.LevelDebug) {
+			if st.requestID == "" {
+				st.requestID = string(ctx.Response.Header.Peek("x-ms-request-id"))
+			}
 			path, _, _ := bytes.Cut(ctx.Request.Header.RequestURI(), []byte("?"))
 			p.o.Logger.LogAttrs(ctx, slog.LevelDebug, "request",
 				slog.String("method", string(ctx.Method())), slog.String("path", string(path)),
@@ -147,8 +150,8 @@ func (p *Proxy) buildRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
 	u.SetScheme(p.scheme)
 	u.SetHost(p.vaultHdr)
 	req.Header.SetHost(p.vaultHdr)
-	for _, name := range headersToVault {
-		if v := in.Peek(name); len(v) > 0 {
+	for k, v := range in.All() {
+		if name := vaultHeader(k); name != "" {
 			req.Header.SetBytesV(name, v)
 		}
 	}
@@ -167,4 +170,15 @@ func hasAPIVersion(rawQuery []byte) bool {
 		}
 	}
 	return false
+}
+
+// vaultHeader returns the allowlisted name of a client header (one of
+// headersToVault), or "".
+func vaultHeader(k []byte) string {
+	for _, name := range headersToVault {
+		if len(k) == len(name) && bytes.EqualFold(k, []byte(name)) {
+			return name
+		}
+	}
+	return ""
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -83,6 +84,7 @@ type Proxy struct {
 	allowed  map[string]bool
 	hosts    hostPolicy
 	scheme   string // "https"; the in-memory benchmark's upstream is plain
+	authz    atomic.Pointer[bearerHeader]
 }
 
 // New returns a Proxy.

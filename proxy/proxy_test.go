@@ -143,7 +143,7 @@ func (e *env) do(t *testing.T, method, path string, body io.Reader, hdr ...strin
 func TestForwardsWithInjectedToken(t *testing.T) {
 	e := setup(t, nil)
 	resp, body := e.do(t, "GET", "/secrets/db-password", nil, "Authorization", "Bearer client-supplied", "X-Custom", "dropped",
-		"x-ms-client-request-id", "req-1", "Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAAQAAP__", "X-HTTP-Method-Override", "DELETE",
+		"x-ms-client-request-id", "req-1", "User-Agent", "azsdk-go/1", "Accept", "application/json", "traceparent", "00-abc-def-01", "Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAAQAAP__", "X-HTTP-Method-Override", "DELETE",
 		"X-Original-URL", "/keys/k", "Via", "1.1 evil", "Proxy-Authorization", "Basic eA==", "Forwarded", "host=evil.example")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -170,8 +170,10 @@ func TestForwardsWithInjectedToken(t *testing.T) {
 			t.Errorf("%s: %q reached the vault", h, v)
 		}
 	}
-	if r.Header.Get("x-ms-client-request-id") != "req-1" {
-		t.Error("x-ms-client-request-id did not reach the vault")
+	for h, want := range map[string]string{"x-ms-client-request-id": "req-1", "User-Agent": "azsdk-go/1", "Accept": "application/json", "traceparent": "00-abc-def-01"} {
+		if got := r.Header.Get(h); got != want {
+			t.Errorf("%s = %q at the vault, want %q", h, got, want)
+		}
 	}
 	if r.RawQuery != "api-version=7.5" {
 		t.Errorf("query %q, want api-version=7.5 added", r.RawQuery)
@@ -192,6 +194,9 @@ func TestPutWithBody(t *testing.T) {
 	resp, body := e.do(t, "PUT", "/secrets/new-one", strings.NewReader(`{"value":"v1"}`), "Content-Type", "application/json")
 	if resp.StatusCode != 200 {
 		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+	}
+	if r := e.vault.Requests(); len(r) != 1 || r[0].Header.Get("Content-Type") != "application/json" || string(r[0].Body) != `{"value":"v1"}` {
+		t.Fatalf("the vault got %+v", r)
 	}
 	resp, body = e.do(t, "GET", "/secrets/new-one", nil)
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"v1"`) {

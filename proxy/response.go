@@ -14,9 +14,27 @@ import (
 	"github.com/kvproxy/kvproxy/kvwire"
 )
 
-// hopHeaders are the vault's response headers that describe its connection
-// to kvproxy, not the answer; they never reach the client.
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "TE", "Trailer", "Upgrade"}
+// isHopHeader reports the vault's response headers that describe its
+// connection to kvproxy, not the answer (Connection, Keep-Alive, Proxy-*,
+// TE, Trailer, Upgrade), and kvproxy's own diagnosis header: none reaches
+// the client as the vault sent it.
+func isHopHeader(k []byte) bool {
+	switch len(k) {
+	case 2:
+		return bytes.EqualFold(k, []byte("TE"))
+	case 7:
+		return bytes.EqualFold(k, []byte("Trailer")) || bytes.EqualFold(k, []byte("Upgrade"))
+	case 10:
+		return bytes.EqualFold(k, []byte("Connection")) || bytes.EqualFold(k, []byte("Keep-Alive"))
+	case 16:
+		return bytes.EqualFold(k, []byte("Proxy-Connection"))
+	case 18:
+		return bytes.EqualFold(k, []byte("Proxy-Authenticate"))
+	case len(HeaderDiagnosis):
+		return bytes.EqualFold(k, []byte(HeaderDiagnosis))
+	}
+	return false
+}
 
 // respond finishes the vault's answer, already in ctx.Response: hop-by-hop
 // headers go, a list's nextLink points back at kvproxy, and a 401 or 403
@@ -31,11 +49,19 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, st *requestState) {
 		p.fail(ctx, st, errors.New("the vault answered with an informational status"))
 		return
 	}
-	for _, h := range hopHeaders {
-		resp.Header.Del(h)
+	// One pass over the vault's headers; most answers hold none to drop.
+	var drop [4]string
+	n := 0
+	for k := range resp.Header.All() {
+		if isHopHeader(k) && n < len(drop) {
+			drop[n] = string(k)
+			n++
+		}
+	}
+	for _, k := range drop[:n] {
+		resp.Header.Del(k)
 	}
 	resp.Header.ResetConnectionClose()
-	resp.Header.Del(HeaderDiagnosis)
 	switch status {
 	case fasthttp.StatusOK:
 		if ctx.IsGet() && isListPath(ctx.Request.Header.RequestURI()) {
@@ -53,6 +79,7 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, st *requestState) {
 func (p *Proxy) diagnose(ctx *fasthttp.RequestCtx, st *requestState) {
 	resp := &ctx.Response
 	status := resp.StatusCode()
+	st.requestID = string(resp.Header.Peek("x-ms-request-id"))
 	if status == fasthttp.StatusUnauthorized && p.o.OnChallenge != nil && st.challenge != (kvwire.Challenge{}) {
 		p.o.OnChallenge(st.challenge)
 	}

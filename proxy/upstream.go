@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"math/rand/v2"
 	"net/http"
@@ -65,9 +64,9 @@ func newHostClient(o Options) *fasthttp.HostClient {
 // what is safe to retry, and answers the client. The vault's answer is read
 // straight into the client's response.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
-	tctx, cancel := context.WithTimeout(ctx, p.o.UpstreamTimeout)
-	defer cancel()
-	deadline, _ := tctx.Deadline()
+	deadline := time.Now().Add(p.o.UpstreamTimeout)
+	tctx := newDeadlineCtx(deadline)
+	defer tctx.stop()
 	tok, err := p.o.Tokens.Token(tctx)
 	if err != nil {
 		p.fail(ctx, st, tokenFailure{err})
@@ -80,7 +79,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
 	renewed, retries := false, 0 // a 401 renewal does not use up KVPROXY_RETRY_MAX
 	for {
 		resp.Reset()
-		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		req.Header.SetBytesV("Authorization", p.bearer(tok.Token))
 		st.token = tok.Token
 		start := time.Now()
 		err := p.client.DoDeadline(req, resp, deadline)
@@ -91,7 +90,6 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
 			return
 		}
 		status := resp.StatusCode()
-		st.requestID = string(resp.Header.Peek("x-ms-request-id"))
 		if status == fasthttp.StatusUnauthorized {
 			st.challenge = parseChallenge(resp)
 		}
@@ -196,4 +194,21 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 		return min(max(t.Sub(now), 0), longest), true
 	}
 	return 0, false
+}
+
+// bearerHeader is the Authorization value for one token, made once per
+// token rather than once per request (an Entra token is 1–3 KB).
+type bearerHeader struct {
+	token string
+	value []byte
+}
+
+// bearer returns "Bearer <token>".
+func (p *Proxy) bearer(token string) []byte {
+	if b := p.authz.Load(); b != nil && b.token == token {
+		return b.value
+	}
+	b := &bearerHeader{token: token, value: append([]byte("Bearer "), token...)}
+	p.authz.Store(b)
+	return b.value
 }
