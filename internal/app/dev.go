@@ -56,7 +56,7 @@ func runDev(ctx context.Context, args []string, environ map[string]string, stdou
 	if _, ok := env["KVPROXY_LOG_FORMAT"]; !ok {
 		env["KVPROXY_LOG_FORMAT"] = "text"
 	}
-	cfg, err := config.Load(env)
+	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ kvproxy dev: a local playground. Nothing here talks to Azure.
   vault (in memory, TLS)  %s
   identity endpoint       %s
   proxy                   %s
-  admin                   http://%s  (/healthz /readyz /metrics)
+  admin                   %s  (/healthz /readyz /metrics)
 
 Try:
   %[5]s -H 'Metadata: true' %[6]s/secrets/db-password
@@ -89,5 +89,5 @@ Names that show a diagnosis: forbidden-firewall, forbidden-private-link, forbidd
 forbidden-policy, forbidden-disabled, unauthorized-tenant, unauthorized-audience,
 unauthorized-expired, unauthorized-rejected; throttled answers 429. Stop with Ctrl-C.
 
-`, vaultURL, idURL, base, adminAddr, curl, base)
+`, vaultURL, idURL, base, adminURL(adminAddr), curl, base)
 }
