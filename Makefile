@@ -21,7 +21,7 @@ test-k8s: ## the image, the manifests in deploy/ and the Helm chart (separate Go
 	cd tools/imagebuild && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd deploy/k8stest && $(GO) vet ./... && $(GO) test -count=1 ./...
 
-image: ## OCI image tarball without Docker: dist/kvproxy-image.tar
+image: ## OCI image tarball without Docker: dist/kvproxy-image-linux-$(GOARCH).tar (GOARCH=arm64 make image for arm64)
 	VERSION=$(VERSION) COMMIT=$(COMMIT) tools/imagebuild/build.sh
 
 lint: ## gofmt, vet, staticcheck (installed from the Go module proxy)

@@ -3,16 +3,16 @@
 # runs): a static linux binary, then tools/imagebuild wraps it with the CA
 # bundle and passwd entries into a docker-archive tarball.
 #
-#   tools/imagebuild/build.sh                      # -> dist/kvproxy-image.tar
+#   tools/imagebuild/build.sh                      # -> dist/kvproxy-image-linux-<arch>.tar
 #   VERSION=v1.2.3 GOARCH=arm64 OUT=/tmp/k.tar tools/imagebuild/build.sh
-#   docker load -i dist/kvproxy-image.tar          # or: crane push dist/kvproxy-image.tar REF
+#   docker load -i dist/kvproxy-image-linux-amd64.tar   # or: crane push dist/kvproxy-image-linux-amd64.tar REF
 #
 # Environment (all optional):
 #   VERSION            version stamped into the binary and the labels (git describe, else dev)
 #   COMMIT             commit stamped into the binary (git rev-parse HEAD, else unknown)
 #   GOARCH             target architecture (go env GOARCH)
 #   IMAGE              repository recorded in the tarball (ghcr.io/kvproxy/kvproxy), tagged VERSION
-#   OUT                output tarball (dist/kvproxy-image.tar)
+#   OUT                output tarball (dist/kvproxy-image-linux-$GOARCH.tar: one per architecture)
 #   CA_BUNDLE          PEM bundle to ship (/etc/ssl/certs/ca-certificates.crt: Debian's ca-certificates)
 #   SOURCE_DATE_EPOCH  image and file times (commit time, else 0) — same inputs, same digest
 #
@@ -27,7 +27,7 @@ VERSION=${VERSION:-$(git -C "$root" describe --tags --always --dirty 2>/dev/null
 COMMIT=${COMMIT:-$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)}
 GOARCH=${GOARCH:-$(go env GOARCH)}
 IMAGE=${IMAGE:-ghcr.io/kvproxy/kvproxy}
-OUT=${OUT:-$root/dist/kvproxy-image.tar}
+OUT=${OUT:-$root/dist/kvproxy-image-linux-$GOARCH.tar}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
 
