@@ -30,6 +30,7 @@ IMAGE=${IMAGE:-ghcr.io/kvproxy/kvproxy}
 OUT=${OUT:-$root/dist/kvproxy-image-linux-$GOARCH.tar}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
+DATE=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 
 if [[ ! -r $CA_BUNDLE ]]; then
 	echo "build.sh: CA bundle $CA_BUNDLE not found: apt-get install ca-certificates, or set CA_BUNDLE" >&2
@@ -44,7 +45,7 @@ trap 'rm -rf "$work"' EXIT
 (
 	cd "$root"
 	CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH go build -trimpath -buildvcs=false \
-		-ldflags "-s -w -X github.com/kvproxy/kvproxy/internal/version.Version=$VERSION -X github.com/kvproxy/kvproxy/internal/version.Commit=$COMMIT" \
+		-ldflags "-s -w -X github.com/kvproxy/kvproxy/internal/version.Version=$VERSION -X github.com/kvproxy/kvproxy/internal/version.Commit=$COMMIT -X github.com/kvproxy/kvproxy/internal/version.Date=$DATE" \
 		-o "$work/kvproxy" ./cmd/kvproxy
 )
 
