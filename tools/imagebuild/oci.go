@@ -14,16 +14,20 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // BuildIndex builds one image per architecture (binaries maps GOARCH to a
 // static linux binary; o.Arch is ignored) and one OCI image index over them,
-// in the order of archs.
+// in the order of archs. Each entry carries media type, digest, size and
+// platform only (no artifactType, which go-containerregistry's mutate would
+// add and older skopeo refuses to copy with --preserve-digests).
 func BuildIndex(o Options, archs []string, binaries map[string]string) (v1.ImageIndex, error) {
-	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	idx := &imageIndex{
+		manifest: &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{}},
+		images:   map[v1.Hash]v1.Image{},
+	}
 	for _, arch := range archs {
 		oa := o
 		oa.Arch, oa.Binary = arch, binaries[arch]
@@ -34,12 +38,48 @@ func BuildIndex(o Options, archs []string, binaries map[string]string) (v1.Image
 		if err != nil {
 			return nil, fmt.Errorf("linux/%s: %w", arch, err)
 		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add:        img,
-			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}},
+		raw, err := img.RawManifest()
+		if err != nil {
+			return nil, err
+		}
+		h, size, err := v1.SHA256(bytes.NewReader(raw))
+		if err != nil {
+			return nil, err
+		}
+		idx.manifest.Manifests = append(idx.manifest.Manifests, v1.Descriptor{
+			MediaType: types.OCIManifestSchema1, Digest: h, Size: size,
+			Platform: &v1.Platform{OS: "linux", Architecture: arch},
 		})
+		idx.images[h] = img
 	}
+	raw, err := json.Marshal(idx.manifest)
+	if err != nil {
+		return nil, err
+	}
+	idx.raw = raw
 	return idx, nil
+}
+
+// imageIndex is an OCI image index over images held in memory.
+type imageIndex struct {
+	raw      []byte
+	manifest *v1.IndexManifest
+	images   map[v1.Hash]v1.Image
+}
+
+func (i *imageIndex) MediaType() (types.MediaType, error)       { return types.OCIImageIndex, nil }
+func (i *imageIndex) Digest() (v1.Hash, error)                  { return partial.Digest(i) }
+func (i *imageIndex) Size() (int64, error)                      { return partial.Size(i) }
+func (i *imageIndex) IndexManifest() (*v1.IndexManifest, error) { return i.manifest.DeepCopy(), nil }
+func (i *imageIndex) RawManifest() ([]byte, error)              { return i.raw, nil }
+func (i *imageIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	return nil, fmt.Errorf("index %s holds no index", h)
+}
+func (i *imageIndex) Image(h v1.Hash) (v1.Image, error) {
+	if img, ok := i.images[h]; ok {
+		return img, nil
+	}
+	return nil, fmt.Errorf("index holds no image %s", h)
 }
 
 // layoutEntry is one file of an OCI image layout.
