@@ -89,7 +89,6 @@ type example struct {
 	name  string
 	needs []string
 	args  []string
-	skip  string
 }
 
 var examples = []example{
