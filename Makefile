@@ -2,9 +2,12 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -s -w -X github.com/kvproxy/kvproxy/internal/version.Version=$(VERSION) -X github.com/kvproxy/kvproxy/internal/version.Commit=$(COMMIT)
+# The build date is the commit time, so rebuilding a commit gives the same binary.
+DATE    ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
+LDFLAGS := -s -w -X github.com/kvproxy/kvproxy/internal/version.Version=$(VERSION) -X github.com/kvproxy/kvproxy/internal/version.Commit=$(COMMIT) -X github.com/kvproxy/kvproxy/internal/version.Date=$(DATE)
+ACTIONLINT ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 
-.PHONY: all build test test-unit test-k8s image lint fuzz bench bench-e2e dev clean
+.PHONY: all build test test-unit test-k8s image release release-check lint fuzz bench bench-e2e dev clean
 
 all: lint test
 
@@ -19,17 +22,26 @@ test-unit: ## go vet, then the whole suite with the race detector
 
 test-k8s: ## the image, the manifests in deploy/ and the Helm chart (separate Go modules)
 	cd tools/imagebuild && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd tools/release && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd deploy/k8stest && $(GO) vet ./... && $(GO) test -count=1 ./...
 
-image: ## OCI image tarball without Docker: dist/kvproxy-image.tar
+image: ## OCI image tarball without Docker: dist/kvproxy-image-linux-$(GOARCH).tar (GOARCH=arm64 make image for arm64)
 	VERSION=$(VERSION) COMMIT=$(COMMIT) tools/imagebuild/build.sh
 
-lint: ## gofmt, vet, staticcheck (installed from the Go module proxy)
+release: ## make release VERSION=vX.Y.Z: binaries, archives, image, SBOMs, chart and SHA256SUMS in dist/VERSION/ (RELEASING.md)
+	VERSION=$(VERSION) tools/release/release.sh
+
+release-check: ## build the release twice (second time with an empty build cache) and compare every byte; a few minutes
+	tools/release/check.sh
+
+lint: ## gofmt, vet, staticcheck, actionlint (installed from the Go module proxy)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	cd tools/imagebuild && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	cd deploy/k8stest && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	cd tools/release && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	$(GO) run $(ACTIONLINT) -no-color
 
 FUZZTIME ?= 15s
 fuzz: ## run every fuzz target of every package for FUZZTIME (CI: 3s each, so a new crasher fails the build)

@@ -260,6 +260,24 @@ func TestService(t *testing.T) {
 // dashboard ConfigMap is labelled for Grafana's sidecar.
 func TestMonitoringKustomization(t *testing.T) {
 	mon := build(t, "monitoring")
+	// Applied in the monitoring namespace, the monitors must look in the
+	// apps' namespaces, and carry the label kube-prometheus-stack selects.
+	pmon, smon := only[*monitoringv1.PodMonitor](t, mon), only[*monitoringv1.ServiceMonitor](t, mon)
+	for _, m := range []struct {
+		kind string
+		sel  monitoringv1.NamespaceSelector
+	}{{"PodMonitor", pmon.Spec.NamespaceSelector}, {"ServiceMonitor", smon.Spec.NamespaceSelector}} {
+		if !m.sel.Any && !slices.Contains(m.sel.MatchNames, "apps") {
+			t.Errorf("%s namespaceSelector %+v selects only its own namespace, not apps", m.kind, m.sel)
+		}
+	}
+	for kind, labels := range map[string]map[string]string{
+		"PodMonitor": pmon.Labels, "ServiceMonitor": smon.Labels, "PrometheusRule": only[*monitoringv1.PrometheusRule](t, mon).Labels,
+	} {
+		if labels["release"] != "kube-prometheus-stack" {
+			t.Errorf("%s labels %v lack release: kube-prometheus-stack", kind, labels)
+		}
+	}
 	side := only[*appsv1.Deployment](t, build(t, "sidecar"))
 	pm := only[*monitoringv1.PodMonitor](t, mon)
 	selects(t, "PodMonitor", pm.Spec.Selector.MatchLabels, side.Spec.Template.Labels)

@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/kvproxy/kvproxy/internal/config"
-	"github.com/kvproxy/kvproxy/internal/version"
 )
 
 // Exit codes.
@@ -35,19 +34,25 @@ func Main(args []string, environ []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		printHelp(stdout)
 		return ExitOK
-	case "version", "-version", "--version":
-		v := version.Get()
-		fmt.Fprintf(stdout, "kvproxy %s (commit %s, %s)\n", v.Version, v.Commit, v.GoVersion)
-		return ExitOK
+	case "version", "-version", "--version", "-v":
+		return runVersion(args[1:], stdout, stderr)
 	case "dev":
+		fs := devFlags()
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
+		}
 		ctx, stop := signalContext()
 		defer stop()
-		return exitCode(runDev(ctx, args[1:], env, stdout, stderr), stderr)
+		return exitCode(runDev(ctx, fs.Args(), env, stdout, stderr), stderr)
 	case "check":
 		ctx, stop := signalContext()
 		defer stop()
 		return runCheck(ctx, args[1:], env, stdout, stderr)
 	case "", "run":
+		if len(args) == 2 && (args[1] == "-h" || args[1] == "-help" || args[1] == "--help") {
+			printHelp(stdout)
+			return ExitOK
+		}
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "kvproxy: unexpected arguments %q; kvproxy is configured through environment variables (kvproxy -h)\n", args[1:])
 			return ExitUsage

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,12 +49,9 @@ type CheckStep struct {
 // runCheck acquires a token, discovers the vault's challenge and makes one
 // harmless read (list secrets, maxresults=1). Exit 0 only if all is well.
 func runCheck(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("kvproxy check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	output := fs.String("o", "text", "output format: text or json")
-	timeout := fs.Duration("timeout", 60*time.Second, "deadline for the whole check")
-	if err := fs.Parse(args); err != nil {
-		return ExitUsage
+	fs, output, timeout := checkFlags()
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *output != "text" && *output != "json" {
 		fmt.Fprintf(stderr, "kvproxy check: -o %q: want text or json\n", *output)

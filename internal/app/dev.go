@@ -77,7 +77,7 @@ kvproxy dev: a local playground. Nothing here talks to Azure.
   vault (in memory, TLS)  %s
   identity endpoint       %s
   proxy                   %s
-  admin                   http://%s  (/healthz /readyz /metrics)
+  admin                   %s  (/healthz /readyz /metrics)
 
 Try:
   %[5]s -H 'Metadata: true' %[6]s/secrets/db-password
@@ -89,5 +89,5 @@ Names that show a diagnosis: forbidden-firewall, forbidden-private-link, forbidd
 forbidden-policy, forbidden-disabled, unauthorized-tenant, unauthorized-audience,
 unauthorized-expired, unauthorized-rejected; throttled answers 429. Stop with Ctrl-C.
 
-`, vaultURL, idURL, base, adminAddr, curl, base)
+`, vaultURL, idURL, base, adminURL(adminAddr), curl, base)
 }

@@ -8,20 +8,14 @@ import (
 	"github.com/kvproxy/kvproxy/internal/config"
 )
 
-// printHelp prints usage and every variable, generated from config.Config.
+// printHelp prints every subcommand with its flags, then every variable,
+// generated from config.Config.
 func printHelp(w io.Writer) {
-	fmt.Fprint(w, `kvproxy — a token-brokering reverse proxy for Azure Key Vault.
-
-Usage:
-  kvproxy              run the proxy (configured by environment variables)
-  kvproxy dev          run against a built-in local vault and identity endpoint
-  kvproxy check [-o json]
-                       check the identity, the vault and one read; exit 0 if all is well
-  kvproxy version      print version, commit and Go version
-  kvproxy -h           print this help
-
-Environment variables:
-`)
+	fmt.Fprint(w, "kvproxy — a token-brokering reverse proxy for Azure Key Vault.\n\nUsage:\n")
+	for _, c := range subcommands {
+		printSubcommand(w, c)
+	}
+	fmt.Fprint(w, "\nEnvironment variables:\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  VARIABLE\tDEFAULT\tMEANING")
 	for _, v := range config.Variables() {

@@ -17,11 +17,20 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 	if err != nil {
 		lvl = slog.LevelInfo
 	}
-	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: redactAttr}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: replaceAttr}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// replaceAttr writes durations as Go duration strings ("5m0s": slog's JSON
+// handler would write nanoseconds), then redacts.
+func replaceAttr(groups []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return redactAttr(groups, a)
 }
 
 func redactAttr(_ []string, a slog.Attr) slog.Attr {

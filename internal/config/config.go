@@ -192,6 +192,10 @@ func (c *Config) validate(failed map[string]bool) []string {
 	}
 	if err := validateListen(c.AdminAddr); err != nil {
 		add("KVPROXY_ADMIN_ADDR: %v", err)
+	} else if ap, ok := UnixSocketPath(c.AdminAddr); ok {
+		if lp, ok := UnixSocketPath(c.ListenAddr); ok && lp == ap {
+			add("KVPROXY_ADMIN_ADDR: %q is also KVPROXY_LISTEN_ADDR; give the admin listener its own socket", c.AdminAddr)
+		}
 	}
 	switch c.Credential {
 	case CredentialAuto, CredentialManagedIdentity, CredentialWorkloadIdentity, CredentialClientSecret, CredentialAzureCLI:

@@ -2,7 +2,10 @@
 // engine: one layer on an empty base holding the static kvproxy binary, a CA
 // bundle and passwd/group entries for the nonroot user, written as a
 // docker-archive tarball that `docker load`, `podman load`, `crane push` and
-// `skopeo copy docker-archive:` all accept.
+// `skopeo copy docker-archive:` all accept (-binary), or, for a release, one
+// image per architecture under one OCI image index, written as an OCI image
+// layout archive (-platform linux/amd64=BIN -platform linux/arm64=BIN; see
+// WriteLayoutArchive).
 //
 // The image matches what the repository's Dockerfile builds (FROM scratch,
 // the same files, user, entrypoint, ports and labels); image_test.go checks
@@ -87,11 +90,29 @@ func run(args []string, stdout io.Writer) error {
 	fl.StringVar(&created, "created", "0", "creation time: Unix seconds (SOURCE_DATE_EPOCH) or RFC 3339")
 	fl.StringVar(&out, "out", "dist/kvproxy-image.tar", "docker-archive tarball to write")
 	fl.StringVar(&tag, "tag", "ghcr.io/kvproxy/kvproxy:dev", "image reference recorded in the tarball")
+	var archs []string
+	binaries := map[string]string{}
+	fl.Func("platform", "linux/ARCH=BINARY: one image of a multi-arch OCI layout archive (repeat per architecture; replaces -binary and -arch)", func(v string) error {
+		plat, bin, ok := strings.Cut(v, "=")
+		arch, isLinux := strings.CutPrefix(plat, "linux/")
+		if !ok || !isLinux || arch == "" || bin == "" {
+			return fmt.Errorf("%q: want linux/ARCH=BINARY", v)
+		}
+		if _, dup := binaries[arch]; dup {
+			return fmt.Errorf("linux/%s given twice", arch)
+		}
+		archs = append(archs, arch)
+		binaries[arch] = bin
+		return nil
+	})
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	if o.Binary == "" {
-		return errors.New("-binary is required")
+	if o.Binary == "" && len(archs) == 0 {
+		return errors.New("-binary or -platform is required")
+	}
+	if o.Binary != "" && len(archs) > 0 {
+		return errors.New("-binary builds one docker-archive image, -platform a multi-arch OCI layout archive: give one of them")
 	}
 	t, err := parseCreated(created)
 	if err != nil {
@@ -101,6 +122,21 @@ func run(args []string, stdout io.Writer) error {
 	ref, err := name.NewTag(tag)
 	if err != nil {
 		return fmt.Errorf("-tag %q: %w", tag, err)
+	}
+	if len(archs) > 0 {
+		idx, err := BuildIndex(o, archs, binaries)
+		if err != nil {
+			return err
+		}
+		if err := writeLayoutFile(out, idx, ref, o.Created); err != nil {
+			return fmt.Errorf("writing %s: %w", out, err)
+		}
+		digest, err := idx.Digest()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s: %s@%s (index over linux/%s)\n", out, ref, digest, strings.Join(archs, ", linux/"))
+		return nil
 	}
 	img, err := Build(o)
 	if err != nil {
