@@ -274,8 +274,8 @@ func TestThrottlingRetries(t *testing.T) {
 			before := retried(t, p)
 			f.Vault.ResetRequests()
 			if tc.failN > 0 {
-				f.Vault.FailNext(tc.failStatus, tc.failN, tc.retryAfter)
-				t.Cleanup(func() { f.Vault.FailNext(0, 0, "") })
+				f.Vault.Faults.FailNext(tc.failStatus, tc.failN, tc.retryAfter)
+				t.Cleanup(func() { f.Vault.Faults.FailNext(0, 0, "") })
 			}
 			h := md()
 			var body *strings.Reader
