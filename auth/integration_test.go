@@ -39,7 +39,8 @@ func startIdentity(t *testing.T, o azfake.IdentityOptions) *azfake.IdentityServe
 }
 
 func TestManagedIdentityColdCacheOneEndpointRequest(t *testing.T) {
-	ids := startIdentity(t, azfake.IdentityOptions{Header: "secret-header"})
+	faults := new(azfake.IdentityFaults)
+	ids := startIdentity(t, azfake.IdentityOptions{Header: "secret-header", Faults: faults})
 	cred, desc, err := NewCredential(CredentialOptions{Kind: KindManagedIdentity, IdentityEndpoint: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +49,7 @@ func TestManagedIdentityColdCacheOneEndpointRequest(t *testing.T) {
 		t.Errorf("description %q", desc)
 	}
 	c := NewCache(CacheOptions{Credential: cred, Scope: uniqueScope()})
-	release := ids.Hold()
+	release := faults.Hold()
 	const n = 200
 	var wg sync.WaitGroup
 	results := make(chan error, n)
@@ -65,7 +66,7 @@ func TestManagedIdentityColdCacheOneEndpointRequest(t *testing.T) {
 			results <- err
 		}()
 	}
-	waitFor(t, func() bool { return ids.Waiting() >= 1 })
+	waitFor(t, func() bool { return faults.Waiting() >= 1 })
 	release()
 	wg.Wait()
 	close(results)

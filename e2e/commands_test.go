@@ -206,7 +206,7 @@ func TestCheckCommand(t *testing.T) {
 	t.Run("identity endpoint down", func(t *testing.T) {
 		t.Parallel()
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-		f.IDs.SetDown(true)
+		f.IDs.Faults.SetDown(true)
 		code, out, errOut := runCheck(t, f, "-o", "json")
 		if code != 1 {
 			t.Fatalf("exit %d, want 1\n%s%s", code, out, errOut)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 )
 
 // TestUserAssignedManagedIdentity selects a user-assigned identity by client
@@ -71,10 +72,10 @@ func TestClientSecret(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-			_, authority := startEntra(t, f, azfake.EntraOptions{Identity: azfake.Identity{ObjectID: azfake.DefaultObjectID, AppID: clientID}, ClientSecret: secret})
+			entra := azfaketest.StartEntra(t, f.TLS, azfake.EntraOptions{Identity: azfake.Identity{ObjectID: azfake.DefaultObjectID, AppID: clientID}, ClientSecret: secret})
 			p := startKV(t, f, map[string]string{
 				"KVPROXY_CREDENTIAL":                 "auto", // AZURE_CLIENT_SECRET selects client-secret
-				"AZURE_AUTHORITY_HOST":               authority,
+				"AZURE_AUTHORITY_HOST":               entra.Authority,
 				"AZURE_TENANT_ID":                    azfake.DefaultTenantID,
 				"AZURE_CLIENT_ID":                    clientID,
 				"AZURE_CLIENT_SECRET":                tc.secret,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 )
 
 // diagCase is one of the vault's special secret names and what kvproxy
@@ -141,20 +142,28 @@ func TestDiagnoses(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{Lifetime: mode.lifetime})
-			p := startKV(t, f, nil)
+			// kvproxy renews a rejected token at most once per
+			// KVPROXY_TOKEN_RETRY_INTERVAL (a vault answering 401 must not
+			// drive the identity endpoint); a short one keeps the cases quick.
+			const retryInterval = 50 * time.Millisecond
+			p := startKV(t, f, map[string]string{"KVPROXY_TOKEN_RETRY_INTERVAL": retryInterval.String()})
 			p.waitReady(t, 20*time.Second)
 			retries401 := 0
+			var renewedBy time.Time // the last renewal happened before this
 			for _, tc := range diagCases {
 				t.Run(tc.name, func(t *testing.T) {
 					f.Vault.ResetRequests()
 					if tc.status == http.StatusUnauthorized && mode.renewable {
-						// kvproxy renews a rejected token at most once per
-						// second (a vault answering 401 must not drive the
-						// identity endpoint); let that interval pass.
-						time.Sleep(1100 * time.Millisecond)
+						// The renewal of the previous case happened before
+						// its answer arrived; the next is allowed once
+						// retryInterval has passed since then.
+						azfaketest.Eventually(t, 5*time.Second, "the renewal interval to pass", func() (bool, string) {
+							return time.Since(renewedBy) > retryInterval, "last renewal before " + renewedBy.Format(time.StampMicro)
+						})
 					}
 					idBefore := f.IDs.Requests()
 					r := p.get(t, "/secrets/"+tc.name)
+					renewedBy = time.Now()
 					e := checkRefusal(t, r, tc.status, tc.diag)
 					if e.Error.Code != tc.code || !strings.Contains(e.Error.Message, tc.message) {
 						t.Errorf("the vault's error is not intact: code %q message %q; want code %q, message containing %q", e.Error.Code, e.Error.Message, tc.code, tc.message)
@@ -274,8 +283,8 @@ func TestThrottlingRetries(t *testing.T) {
 			before := retried(t, p)
 			f.Vault.ResetRequests()
 			if tc.failN > 0 {
-				f.Vault.FailNext(tc.failStatus, tc.failN, tc.retryAfter)
-				t.Cleanup(func() { f.Vault.FailNext(0, 0, "") })
+				f.Vault.Faults.FailNext(tc.failStatus, tc.failN, tc.retryAfter)
+				t.Cleanup(func() { f.Vault.Faults.FailNext(0, 0, "") })
 			}
 			h := md()
 			var body *strings.Reader

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 )
 
 // identityHeader is the X-IDENTITY-HEADER secret shared by the identity
@@ -41,43 +43,31 @@ const seededValue = "correct-horse-battery-staple"
 // --- the Azure side -------------------------------------------------------
 
 // fakes are the Azure services one test runs: a vault over TLS and a
-// managed identity endpoint, with the CA file the binary trusts.
+// managed identity endpoint, with their controls and the CA file the binary
+// trusts.
 type fakes struct {
 	TLS      *azfake.TLS
 	CAFile   string
-	Vault    *azfake.Vault
-	VaultURL string // https://127.0.0.1:PORT
-	IDs      *azfake.IdentityServer
+	Vault    *azfaketest.Vault
+	VaultURL string // https://127.0.0.1:PORT, or what serveVaultWith serves
+	IDs      *azfaketest.Identity
 	IDURL    string // http://127.0.0.1:PORT/msi/token
 }
 
 // newFakes starts a vault and an identity endpoint for one test.
 func newFakes(t *testing.T, vo azfake.VaultOptions, io azfake.IdentityOptions) *fakes {
 	t.Helper()
-	tl, err := azfake.NewTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tl := azfaketest.NewTLS(t)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := tl.WriteCAFile(ca); err != nil {
 		t.Fatal(err)
 	}
-	v := azfake.NewVault(vo)
-	vu, err := v.Start(tl, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = v.Close() })
+	v := azfaketest.StartVault(t, tl, vo)
 	if io.Header == "" {
 		io.Header = identityHeader
 	}
-	ids := azfake.NewIdentityServer(io)
-	iu, err := ids.Start("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ids.Close() })
-	return &fakes{TLS: tl, CAFile: ca, Vault: v, VaultURL: vu, IDs: ids, IDURL: iu}
+	ids := azfaketest.StartIdentity(t, io)
+	return &fakes{TLS: tl, CAFile: ca, Vault: v, VaultURL: v.URL, IDs: ids, IDURL: ids.URL}
 }
 
 // baseEnv is what every run of the binary gets: no AZURE_*, IDENTITY_* or
@@ -117,7 +107,7 @@ func (f *fakes) env(overrides map[string]string) map[string]string {
 func (f *fakes) vaultHostPort() string { return strings.TrimPrefix(f.VaultURL, "https://") }
 
 // tokenRequests returns the vault's recorded requests that carried a token.
-func tokenRequests(v *azfake.Vault) []azfake.RecordedRequest {
+func tokenRequests(v *azfaketest.Vault) []azfake.RecordedRequest {
 	var out []azfake.RecordedRequest
 	for _, r := range v.Requests() {
 		if r.Token != "" {
@@ -125,6 +115,82 @@ func tokenRequests(v *azfake.Vault) []azfake.RecordedRequest {
 		}
 	}
 	return out
+}
+
+// workloadEnv configures kvproxy for workload identity against the Entra
+// stand-in at authority.
+func workloadEnv(credential, authority, clientID, tokenFile string) map[string]string {
+	return map[string]string{
+		"KVPROXY_CREDENTIAL":                 credential,
+		"AZURE_AUTHORITY_HOST":               authority,
+		"AZURE_TENANT_ID":                    azfake.DefaultTenantID,
+		"AZURE_CLIENT_ID":                    clientID,
+		"AZURE_FEDERATED_TOKEN_FILE":         tokenFile,
+		"KVPROXY_DISABLE_INSTANCE_DISCOVERY": "true",
+		// The managed identity endpoint stays configured: it must not be used.
+	}
+}
+
+// timedVault serves an azfake vault and records, for every request, when it
+// arrived, the token it carried and the status answered.
+type timedVault struct {
+	v   http.Handler
+	mu  sync.Mutex
+	log []timedRequest
+}
+
+type timedRequest struct {
+	at     time.Time
+	token  string
+	status int
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (tv *timedVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	at := time.Now()
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	sr := &statusRecorder{ResponseWriter: w}
+	tv.v.ServeHTTP(sr, r)
+	if sr.status == 0 {
+		sr.status = http.StatusOK
+	}
+	tv.mu.Lock()
+	tv.log = append(tv.log, timedRequest{at: at, token: tok, status: sr.status})
+	tv.mu.Unlock()
+}
+
+// startTimedVault serves f.Vault through a timedVault and points
+// f.VaultURL at it.
+func startTimedVault(t *testing.T, f *fakes) *timedVault {
+	t.Helper()
+	tv := &timedVault{v: f.Vault}
+	serveVaultWith(t, f, tv)
+	return tv
+}
+
+// serveVaultWith serves h (which usually wraps f.Vault) over TLS with the
+// fakes' certificate on its own listener and points f.VaultURL at it.
+func serveVaultWith(t *testing.T, f *fakes, h http.Handler) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(tls.NewListener(ln, f.TLS.ServerConfig.Clone())) //nolint:errcheck
+	t.Cleanup(func() { srv.Close() })
+	f.VaultURL = "https://" + ln.Addr().String()
 }
 
 // --- the binary -----------------------------------------------------------
@@ -419,29 +485,13 @@ var adminClient = &http.Client{
 // waitReady polls /readyz until it answers 200.
 func (p *proc) waitReady(t *testing.T, d time.Duration) {
 	t.Helper()
-	eventually(t, d, "/readyz to answer 200", func() (bool, string) {
+	azfaketest.Eventually(t, d, "/readyz to answer 200", func() (bool, string) {
 		r, err := p.adminGet("/readyz")
 		if err != nil {
 			return false, err.Error()
 		}
 		return r.Status == http.StatusOK, string(r.Body)
 	})
-}
-
-// eventually polls cond every 20ms until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s; last: %s", d, what, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // rawRequest writes raw to the proxy listener over a new TCP connection and
@@ -556,6 +606,24 @@ func checkRefusal(t *testing.T, r response, status int, diag string) kvError {
 	return e
 }
 
+// secretBundle is the part of Key Vault's secret answer the tests read.
+type secretBundle struct {
+	Value string `json:"value"`
+	ID    string `json:"id"`
+}
+
+func decodeSecret(t *testing.T, r response) secretBundle {
+	t.Helper()
+	if r.Status != http.StatusOK {
+		t.Fatalf("status %d, want 200; body %s", r.Status, r.Body)
+	}
+	var b secretBundle
+	if err := json.Unmarshal(r.Body, &b); err != nil {
+		t.Fatalf("secret body: %v\n%s", err, r.Body)
+	}
+	return b
+}
+
 // --- metrics --------------------------------------------------------------
 
 // metricsOf scrapes and parses the admin listener's /metrics.
@@ -618,17 +686,4 @@ next:
 func metric(mfs map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
 	v, _ := metricValue(mfs, name, want)
 	return v
-}
-
-// startEntra starts the Entra ID stand-in over the fakes' TLS and returns
-// it with its authority URL (for AZURE_AUTHORITY_HOST); it stops with the test.
-func startEntra(t *testing.T, f *fakes, o azfake.EntraOptions) (*azfake.Entra, string) {
-	t.Helper()
-	entra := azfake.NewEntra(o)
-	authority, err := entra.Start(f.TLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = entra.Close() })
-	return entra, authority
 }

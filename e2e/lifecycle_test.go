@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 	"github.com/kvproxy/kvproxy/internal/config"
 )
 
@@ -33,7 +34,7 @@ func startSlowRequest(t *testing.T, f *fakes, p *proc) <-chan slowResult {
 		r, err := p.try(http.MethodGet, "/secrets/db-password", md(), nil)
 		done <- slowResult{r, err}
 	}()
-	eventually(t, 10*time.Second, "the slow request to reach the vault", func() (bool, string) {
+	azfaketest.Eventually(t, 10*time.Second, "the slow request to reach the vault", func() (bool, string) {
 		n := len(tokenRequests(f.Vault))
 		return n == 1, "vault requests: " + strconv.Itoa(n)
 	})
@@ -51,12 +52,12 @@ func TestGracefulDrain(t *testing.T) {
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
 		p := startKV(t, f, map[string]string{"KVPROXY_SHUTDOWN_TIMEOUT": "20s"})
 		p.waitReady(t, 20*time.Second)
-		f.Vault.SetLatency(1500 * time.Millisecond)
+		f.Vault.Faults.SetLatency(1500 * time.Millisecond)
 		done := startSlowRequest(t, f, p)
 
 		sent := time.Now()
 		p.signal(t, syscall.SIGTERM)
-		eventually(t, time.Second, "/readyz to answer 503 draining", func() (bool, string) {
+		azfaketest.Eventually(t, time.Second, "/readyz to answer 503 draining", func() (bool, string) {
 			r, err := p.adminGet("/readyz")
 			if err != nil {
 				return false, err.Error()
@@ -109,7 +110,7 @@ func TestGracefulDrain(t *testing.T) {
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
 		p := startKV(t, f, map[string]string{"KVPROXY_SHUTDOWN_TIMEOUT": "300ms"})
 		p.waitReady(t, 20*time.Second)
-		f.Vault.SetLatency(5 * time.Second)
+		f.Vault.Faults.SetLatency(5 * time.Second)
 		done := startSlowRequest(t, f, p)
 
 		sent := time.Now()
@@ -139,11 +140,11 @@ func TestGracefulDrain(t *testing.T) {
 	t.Run("SIGTERM before the first token", func(t *testing.T) {
 		t.Parallel()
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-		release := f.IDs.Hold() // the start-up fetch never completes
+		release := f.IDs.Faults.Hold() // the start-up fetch never completes
 		t.Cleanup(release)
 		p := startKV(t, f, nil)
-		eventually(t, 10*time.Second, "the token request to be held", func() (bool, string) {
-			return f.IDs.Waiting() == 1, strconv.Itoa(f.IDs.Waiting())
+		azfaketest.Eventually(t, 10*time.Second, "the token request to be held", func() (bool, string) {
+			return f.IDs.Faults.Waiting() == 1, strconv.Itoa(f.IDs.Faults.Waiting())
 		})
 		p.signal(t, syscall.SIGTERM)
 		if code, ok := p.wait(5 * time.Second); !ok || code != 0 {

@@ -17,24 +17,6 @@ import (
 	"github.com/kvproxy/kvproxy/internal/azfake"
 )
 
-// secretBundle is the part of Key Vault's secret answer the tests read.
-type secretBundle struct {
-	Value string `json:"value"`
-	ID    string `json:"id"`
-}
-
-func decodeSecret(t *testing.T, r response) secretBundle {
-	t.Helper()
-	if r.Status != http.StatusOK {
-		t.Fatalf("status %d, want 200; body %s", r.Status, r.Body)
-	}
-	var b secretBundle
-	if err := json.Unmarshal(r.Body, &b); err != nil {
-		t.Fatalf("secret body: %v\n%s", err, r.Body)
-	}
-	return b
-}
-
 // TestHappyPath reads, writes and lists secrets through the binary and
 // checks what the vault received: the identity endpoint's token instead of
 // the client's, no Metadata header, an api-version.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 )
 
 // caeChallenge is a continuous access evaluation challenge as Key Vault
@@ -19,8 +20,8 @@ import (
 const caeChallenge = `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNzI2MDc3NTk1In19fQ=="`
 
 // caeVault answers authenticated requests for /secrets/revoked with a CAE
-// challenge, whatever the token, and passes everything else to the vault.
-func caeVault(v *azfake.Vault) http.Handler {
+// challenge, whatever the token, and passes everything else to the vault v.
+func caeVault(v http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/secrets/revoked" || r.Header.Get("Authorization") == "" {
 			v.ServeHTTP(w, r)
@@ -58,13 +59,13 @@ func TestUnauthorizedStorm(t *testing.T) {
 			name: "CAE challenges with workload identity",
 			setup: func(t *testing.T) (*proc, func() int) {
 				f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-				entra, authority := startEntra(t, f, azfake.EntraOptions{}) // 1h tokens: azidentity caches them
+				entra := azfaketest.StartEntra(t, f.TLS, azfake.EntraOptions{}) // 1h tokens: azidentity caches them
 				tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
 				if err := os.WriteFile(tokenFile, []byte("federated"), 0o600); err != nil {
 					t.Fatal(err)
 				}
 				serveVaultWith(t, f, caeVault(f.Vault))
-				return startKV(t, f, workloadEnv("workload-identity", authority, azfake.DefaultAppID, tokenFile)), entra.Requests
+				return startKV(t, f, workloadEnv("workload-identity", entra.Authority, azfake.DefaultAppID, tokenFile)), entra.Requests
 			},
 			path: "/secrets/revoked",
 		},
@@ -80,7 +81,7 @@ func TestUnauthorizedStorm(t *testing.T) {
 				stormWorkers   = 6
 				healthyWorkers = 2
 				duration       = 3 * time.Second
-				maxRequests    = 20000
+				maxRequests    = 10_000_000 // a safety cap only: the storm ends by time
 			)
 			var sent, storm401, stormOther, healthyOK, healthyBad, polls, notReady atomic.Int64
 			var firstBad atomic.Value

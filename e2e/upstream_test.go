@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 )
 
 // TestUpstreamFailures: when the vault or the identity endpoint cannot
@@ -38,7 +39,7 @@ func TestUpstreamFailures(t *testing.T) {
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
 		p := startKV(t, f, map[string]string{"KVPROXY_UPSTREAM_TIMEOUT": "1s"})
 		p.waitReady(t, 20*time.Second)
-		f.Vault.SetLatency(5 * time.Second)
+		f.Vault.Faults.SetLatency(5 * time.Second)
 		start := time.Now()
 		r := p.get(t, "/secrets/db-password?api-version=7.5")
 		took := time.Since(start)
@@ -56,7 +57,7 @@ func TestUpstreamFailures(t *testing.T) {
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
 		p := startKV(t, f, map[string]string{"KVPROXY_UPSTREAM_TIMEOUT": "2s"})
 		p.waitReady(t, 20*time.Second)
-		f.Vault.FailNext(http.StatusTooManyRequests, 1, "5")
+		f.Vault.Faults.FailNext(http.StatusTooManyRequests, 1, "5")
 		start := time.Now()
 		r := p.get(t, "/secrets/db-password")
 		if took := time.Since(start); took > 1500*time.Millisecond {
@@ -89,7 +90,7 @@ func TestUpstreamFailures(t *testing.T) {
 	t.Run("identity endpoint hangs", func(t *testing.T) {
 		t.Parallel()
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
-		release := f.IDs.Hold()
+		release := f.IDs.Faults.Hold()
 		t.Cleanup(release)
 		p := startKV(t, f, map[string]string{"KVPROXY_UPSTREAM_TIMEOUT": "1s"})
 		start := time.Now()
@@ -117,7 +118,7 @@ func TestUpstreamFailures(t *testing.T) {
 		f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
 		p := startKV(t, f, nil)
 		p.waitReady(t, 20*time.Second)
-		f.Vault.SetLatency(2 * time.Second)
+		f.Vault.Faults.SetLatency(2 * time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.proxyURL("/secrets/db-password"), nil)
@@ -125,11 +126,11 @@ func TestUpstreamFailures(t *testing.T) {
 		if _, err := doRequest(p.client, req); err == nil {
 			t.Fatal("the request outlived its context")
 		}
-		eventually(t, 15*time.Second, "kvproxy_inflight_requests to return to 0", func() (bool, string) {
+		azfaketest.Eventually(t, 15*time.Second, "kvproxy_inflight_requests to return to 0", func() (bool, string) {
 			v := metric(p.metricsOf(t), "kvproxy_inflight_requests", nil)
 			return v == 0, fmt.Sprint("kvproxy_inflight_requests ", v)
 		})
-		f.Vault.SetLatency(0)
+		f.Vault.Faults.SetLatency(0)
 		decodeSecret(t, p.get(t, "/secrets/db-password"))
 	})
 }

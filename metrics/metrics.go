@@ -23,6 +23,9 @@ const (
 	ResultError     = "error"
 )
 
+// TokenResults lists the token acquisition results.
+var TokenResults = []string{ResultSuccess, ResultUnchanged, ResultError}
+
 // Metrics holds kvproxy's collectors.
 type Metrics struct {
 	Requests          *prometheus.CounterVec
@@ -41,18 +44,41 @@ type Metrics struct {
 // collectors' aside), in the order of the README's metrics table. Tests of
 // the manifests, alerts and dashboards check their queries against it.
 func Names() []string {
-	return []string{
-		"kvproxy_requests_total",
-		"kvproxy_request_duration_seconds",
-		"kvproxy_upstream_duration_seconds",
-		"kvproxy_token_acquisitions_total",
-		"kvproxy_token_expiry_timestamp_seconds",
-		"kvproxy_token_refresh_duration_seconds",
-		"kvproxy_diagnoses_total",
-		"kvproxy_inflight_requests",
-		"kvproxy_upstream_retries_total",
-		"kvproxy_build_info",
-		"kvproxy_ready",
+	ds := Descriptions()
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.Name
+	}
+	return out
+}
+
+// Description is what a scrape shows of one metric kvproxy defines.
+type Description struct {
+	Name string
+	// Kind is the exposition type: "counter", "gauge" or "histogram".
+	Kind string
+	// Labels are the label names, sorted; none for a metric without labels.
+	// A histogram's "le" is not listed.
+	Labels []string
+}
+
+// Descriptions describes every metric kvproxy defines (the Go and process
+// collectors' aside), in the order of [Names]. A test compares it with what
+// a registry exports, so tools outside this module (the manifest tests of
+// deploy/k8stest) can rely on it instead of reading this package's source.
+func Descriptions() []Description {
+	return []Description{
+		{"kvproxy_requests_total", "counter", []string{"code", "method"}},
+		{"kvproxy_request_duration_seconds", "histogram", nil},
+		{"kvproxy_upstream_duration_seconds", "histogram", nil},
+		{"kvproxy_token_acquisitions_total", "counter", []string{"result"}},
+		{"kvproxy_token_expiry_timestamp_seconds", "gauge", nil},
+		{"kvproxy_token_refresh_duration_seconds", "histogram", nil},
+		{"kvproxy_diagnoses_total", "counter", []string{"diagnosis"}},
+		{"kvproxy_inflight_requests", "gauge", nil},
+		{"kvproxy_upstream_retries_total", "counter", []string{"reason"}},
+		{"kvproxy_build_info", "gauge", []string{"commit", "goversion", "version"}},
+		{"kvproxy_ready", "gauge", nil},
 	}
 }
 
@@ -123,7 +149,7 @@ func New(reg prometheus.Registerer) *Metrics {
 // increase() cannot see a series' first count, so without this an alert on
 // the first token error or the first 403 would never fire.
 func (m *Metrics) InitSeries(diagnoses []string) {
-	for _, r := range []string{ResultSuccess, ResultUnchanged, ResultError} {
+	for _, r := range TokenResults {
 		m.TokenAcquisitions.WithLabelValues(r)
 	}
 	for _, r := range RetryReasons {

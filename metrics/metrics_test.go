@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestExposition(t *testing.T) {
@@ -60,9 +62,10 @@ func TestObserveRequestDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// Names is the list the manifests' and dashboards' tests check against, so
-// it must be exactly what a registry exports under kvproxy_.
-func TestNamesAreWhatIsExported(t *testing.T) {
+// exported gathers a registry holding every kvproxy metric with at least one
+// series each.
+func exported(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	m := New(reg)
 	RegisterReady(reg, func() bool { return false })
@@ -73,17 +76,44 @@ func TestNamesAreWhatIsExported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var have []string
+	out := map[string]*dto.MetricFamily{}
 	for _, mf := range mfs {
 		if strings.HasPrefix(mf.GetName(), "kvproxy_") {
-			have = append(have, mf.GetName())
+			out[mf.GetName()] = mf
 		}
 	}
-	want := append([]string(nil), Names()...)
-	slices.Sort(have)
-	slices.Sort(want)
-	if !slices.Equal(have, want) {
-		t.Errorf("exported %v\nNames() %v", have, want)
+	return out
+}
+
+// Names and Descriptions are what the manifests' and dashboards' tests
+// check against, so they must be exactly what a registry exports under
+// kvproxy_: the same names, types and label names.
+func TestDescriptionsAreWhatIsExported(t *testing.T) {
+	mfs := exported(t)
+	if got, want := slices.Sorted(maps.Keys(mfs)), slices.Sorted(slices.Values(Names())); !slices.Equal(got, want) {
+		t.Errorf("exported %v\nNames() %v", got, want)
+	}
+	for _, d := range Descriptions() {
+		mf, ok := mfs[d.Name]
+		if !ok {
+			continue // reported above
+		}
+		if kind := strings.ToLower(mf.GetType().String()); kind != d.Kind {
+			t.Errorf("%s is exported as a %s, described as a %s", d.Name, kind, d.Kind)
+		}
+		if !slices.IsSorted(d.Labels) {
+			t.Errorf("%s: labels %v are not sorted", d.Name, d.Labels)
+		}
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, lp := range s.GetLabel() {
+				labels = append(labels, lp.GetName())
+			}
+			slices.Sort(labels)
+			if !slices.Equal(labels, d.Labels) {
+				t.Errorf("%s has a series with labels %v, described as %v", d.Name, labels, d.Labels)
+			}
+		}
 	}
 }
 

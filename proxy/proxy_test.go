@@ -65,6 +65,7 @@ func goodToken() string {
 
 type env struct {
 	vault   *azfake.Vault
+	faults  *azfake.VaultFaults
 	vaultU  *url.URL
 	proxy   *Proxy
 	url     string // the proxy's base URL
@@ -78,14 +79,15 @@ func setup(t *testing.T, mod func(*Options)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := azfake.NewVault(azfake.VaultOptions{})
+	faults := new(azfake.VaultFaults)
+	v := azfake.NewVault(azfake.VaultOptions{Faults: faults})
 	vu, err := v.Start(certs, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
 	u, _ := url.Parse(vu)
-	e := &env{vault: v, vaultU: u, tokens: &staticTokens{tok: goodToken()}, metrics: metrics.New(prometheus.NewRegistry())}
+	e := &env{vault: v, faults: faults, vaultU: u, tokens: &staticTokens{tok: goodToken()}, metrics: metrics.New(prometheus.NewRegistry())}
 	o := Options{
 		Vault: u, Tokens: e.tokens, RootCAs: certs.CertPool,
 		APIVersion: "7.5", RequireMetadata: true, MaxBodyBytes: 1024, UpstreamTimeout: 5 * time.Second,
@@ -364,7 +366,7 @@ func TestUpstreamUnavailable(t *testing.T) {
 	})
 	t.Run("timeout is 504", func(t *testing.T) {
 		e := setup(t, func(o *Options) { o.UpstreamTimeout = 200 * time.Millisecond })
-		e.vault.SetLatency(5 * time.Second)
+		e.faults.SetLatency(5 * time.Second)
 		resp, body := e.do(t, "GET", "/secrets/db-password", nil)
 		assertRefusal(t, resp, body, 504, diagnose.UpstreamUnavailable)
 	})
@@ -392,7 +394,7 @@ func TestRetries(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := setup(t, func(o *Options) { o.RetryMax = tt.retryMax })
-			e.vault.FailNext(tt.status, tt.failures, "0")
+			e.faults.FailNext(tt.status, tt.failures, "0")
 			var body io.Reader
 			if tt.method == "PUT" {
 				body = strings.NewReader(`{"value":"replayed"}`)
@@ -423,7 +425,7 @@ func TestRetries(t *testing.T) {
 // beyond the deadline the client gets the 429 at once.
 func TestRetryWaitIsBoundedByTheDeadline(t *testing.T) {
 	e := setup(t, func(o *Options) { o.RetryMaxWait = time.Minute; o.UpstreamTimeout = 2 * time.Second })
-	e.vault.FailNext(429, 5, "30")
+	e.faults.FailNext(429, 5, "30")
 	resp, body := e.do(t, "GET", "/secrets/db-password", nil)
 	if resp.StatusCode != 429 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)

@@ -89,7 +89,7 @@ func checkKvproxyContainer(t *testing.T, where string, c corev1.Container, vars 
 	}
 	env := envMap(t, c)
 	sdk := map[string]bool{}
-	for _, v := range configVariablesCached(t) {
+	for _, v := range configVariables(t) {
 		if v.SDK {
 			sdk[v.Name] = true
 		}

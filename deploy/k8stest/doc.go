@@ -6,9 +6,11 @@
 // into the Kubernetes API Go types, so an unknown or misplaced field fails.
 //
 // It is a module of its own so Helm and the Kubernetes API types stay out of
-// kvproxy's module. It reads kvproxy's configuration variables and metric
-// names from the Go sources (internal/config, metrics, proxy) with go/ast
-// rather than importing them, so it builds whatever kvproxy depends on.
+// kvproxy's module. It learns kvproxy's configuration variables, metrics and
+// diagnosis codes from the code's own exported lists (config.Variables,
+// metrics.Descriptions, diagnose.All) by running `go run ./tools/contract` in
+// the repository once, rather than importing kvproxy, so it builds whatever
+// kvproxy depends on. It needs the go command on PATH.
 //
 // Run it with `cd deploy/k8stest && go test ./...`. Regenerate the chart's
 // README.md from values.yaml with `go test -run TestChartReadme -update`.

@@ -6,18 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"go/types"
 	"io"
-	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -141,66 +135,94 @@ func decodeDocuments(source string, data []byte) (objects, error) {
 	return out, errors.Join(errs...)
 }
 
-// configVariable is one variable of kvproxy's Config struct.
-type configVariable struct {
-	Name    string
-	Default string
-	Type    string // the field's Go type: string, bool, int, int64, time.Duration, …
-	SDK     bool
+// contract is what `go run ./tools/contract` prints in the kvproxy
+// repository: the code's own lists of configuration variables, metrics and
+// diagnosis codes. Running the program instead of importing kvproxy keeps
+// this module independent of kvproxy's dependencies; running it instead of
+// parsing kvproxy's source makes the lists the ones the code exports.
+type contract struct {
+	Variables    []configVariable `json:"variables"`
+	Metrics      []metric         `json:"metrics"`
+	TokenResults []string         `json:"tokenResults"`
+	RetryReasons []string         `json:"retryReasons"`
+	Diagnoses    []diagnosis      `json:"diagnoses"`
 }
 
-// configVariables reads kvproxy's Config struct from internal/config with
-// go/ast, mirroring config.Variables(): fields with `env` and `desc` tags are
-// kvproxy's own variables, those with `sdk` the Azure SDK's. Parsing instead
-// of importing keeps this module independent of kvproxy's dependencies.
+// configVariable is one variable of kvproxy's configuration
+// (config.Variables), with the Go type of its Config field.
+type configVariable struct {
+	Name        string `json:"name"`
+	Default     string `json:"default"`
+	Description string `json:"description"`
+	Type        string `json:"type"` // string, bool, int, int64, time.Duration, …
+	SDK         bool   `json:"sdk"`
+}
+
+// metric describes one metric kvproxy defines (metrics.Descriptions).
+type metric struct {
+	Name   string   `json:"name"`
+	Kind   string   `json:"kind"`   // counter, gauge or histogram
+	Labels []string `json:"labels"` // label names
+}
+
+// diagnosis is one diagnosis code (diagnose.All).
+type diagnosis struct {
+	Name string `json:"name"`
+	// Status is the HTTP status as the README's tables write it.
+	Status string `json:"status"`
+	// Vault: an explanation of the vault's own 401 or 403, not one of
+	// kvproxy's refusals.
+	Vault bool `json:"vault"`
+}
+
+var (
+	contractOnce sync.Once
+	contractVal  contract
+	contractErr  error
+)
+
+// kvproxyContract runs tools/contract in the repository once per test
+// binary and decodes its output.
+func kvproxyContract(t *testing.T) contract {
+	t.Helper()
+	contractOnce.Do(func() {
+		cmd := exec.Command("go", "run", "./tools/contract")
+		cmd.Dir = repoRoot
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			contractErr = fmt.Errorf("go run ./tools/contract in %s: %v\n%s", repoRoot, err, stderr.Bytes())
+			return
+		}
+		dec := json.NewDecoder(bytes.NewReader(out))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&contractVal); err != nil {
+			contractErr = fmt.Errorf("decoding the output of tools/contract: %v", err)
+			return
+		}
+		if len(contractVal.Variables) == 0 || len(contractVal.Metrics) == 0 || len(contractVal.Diagnoses) == 0 || len(contractVal.TokenResults) == 0 {
+			contractErr = fmt.Errorf("tools/contract printed an empty list: %s", out)
+		}
+	})
+	if contractErr != nil {
+		t.Fatal(contractErr)
+	}
+	return contractVal
+}
+
+// configVariables returns every variable kvproxy reads, its own and the
+// Azure SDK's (config.Variables).
 func configVariables(t *testing.T) []configVariable {
 	t.Helper()
-	dir := filepath.Join(repoRoot, "internal", "config")
-	var out []configVariable
-	eachFile(t, dir, func(f *ast.File) {
-		ast.Inspect(f, func(n ast.Node) bool {
-			ts, ok := n.(*ast.TypeSpec)
-			if !ok || ts.Name.Name != "Config" {
-				return true
-			}
-			st, ok := ts.Type.(*ast.StructType)
-			if !ok {
-				t.Fatalf("config.Config is not a struct")
-			}
-			for _, field := range st.Fields.List {
-				if field.Tag == nil {
-					continue
-				}
-				raw, err := strconv.Unquote(field.Tag.Value)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tag := reflect.StructTag(raw)
-				name, _, _ := strings.Cut(tag.Get("env"), ",")
-				if name == "" {
-					continue
-				}
-				typ := types.ExprString(field.Type)
-				if _, ok := tag.Lookup("desc"); ok {
-					out = append(out, configVariable{Name: name, Default: tag.Get("envDefault"), Type: typ})
-				} else if _, ok := tag.Lookup("sdk"); ok {
-					out = append(out, configVariable{Name: name, Type: typ, SDK: true})
-				}
-			}
-			return false
-		})
-	})
-	if len(out) == 0 {
-		t.Fatalf("found no Config struct with env tags in %s", dir)
-	}
-	return out
+	return kvproxyContract(t).Variables
 }
 
 // kvproxyVariables returns the KVPROXY_* variables (config.KvproxyVariableNames).
 func kvproxyVariables(t *testing.T) map[string]configVariable {
 	t.Helper()
 	m := map[string]configVariable{}
-	for _, v := range configVariablesCached(t) {
+	for _, v := range configVariables(t) {
 		if !v.SDK {
 			m[v.Name] = v
 		}
@@ -208,128 +230,31 @@ func kvproxyVariables(t *testing.T) map[string]configVariable {
 	return m
 }
 
-// metric describes one collector defined in kvproxy's metrics package.
-type metric struct {
-	Kind   string // Counter, Gauge or Histogram
-	Labels []string
-}
-
-// kvproxyMetrics reads the metric names, kinds and label names defined in
-// metrics/*.go with go/ast: every prometheus.*Opts literal with a Name field,
-// and the label list passed next to it to a New*Vec call.
+// kvproxyMetrics returns kvproxy's metrics by name.
 func kvproxyMetrics(t *testing.T) map[string]metric {
 	t.Helper()
 	out := map[string]metric{}
-	optsName := func(e ast.Expr) (name, kind string, ok bool) {
-		cl, ok := e.(*ast.CompositeLit)
-		if !ok {
-			return "", "", false
-		}
-		sel, ok := cl.Type.(*ast.SelectorExpr)
-		if !ok || !strings.HasSuffix(sel.Sel.Name, "Opts") {
-			return "", "", false
-		}
-		for _, el := range cl.Elts {
-			kv, ok := el.(*ast.KeyValueExpr)
-			if !ok {
-				continue
-			}
-			if k, ok := kv.Key.(*ast.Ident); ok && k.Name == "Name" {
-				if lit, ok := kv.Value.(*ast.BasicLit); ok {
-					s, err := strconv.Unquote(lit.Value)
-					if err == nil {
-						return s, strings.TrimSuffix(sel.Sel.Name, "Opts"), true
-					}
-				}
-			}
-		}
-		return "", "", false
-	}
-	eachFile(t, filepath.Join(repoRoot, "metrics"), func(f *ast.File) {
-		ast.Inspect(f, func(n ast.Node) bool {
-			if call, ok := n.(*ast.CallExpr); ok && len(call.Args) == 2 {
-				if name, kind, ok := optsName(call.Args[0]); ok {
-					var labels []string
-					if cl, ok := call.Args[1].(*ast.CompositeLit); ok {
-						for _, el := range cl.Elts {
-							if lit, ok := el.(*ast.BasicLit); ok {
-								s, _ := strconv.Unquote(lit.Value)
-								labels = append(labels, s)
-							}
-						}
-					}
-					out[name] = metric{Kind: kind, Labels: labels}
-					return false
-				}
-			}
-			if name, kind, ok := optsName(asExpr(n)); ok {
-				if _, seen := out[name]; !seen {
-					out[name] = metric{Kind: kind}
-				}
-			}
-			return true
-		})
-	})
-	if len(out) == 0 {
-		t.Fatal("found no metric definitions in metrics/")
+	for _, m := range kvproxyContract(t).Metrics {
+		out[m.Name] = m
 	}
 	return out
 }
 
-func asExpr(n ast.Node) ast.Expr {
-	e, _ := n.(ast.Expr)
-	return e
-}
-
-// diagnosisCodes reads the Diag* string constants of the proxy package.
+// diagnosisCodes returns every diagnosis code, sorted.
 func diagnosisCodes(t *testing.T) []string {
 	t.Helper()
 	var codes []string
-	eachFile(t, filepath.Join(repoRoot, "proxy"), func(f *ast.File) {
-		for _, d := range f.Decls {
-			gd, ok := d.(*ast.GenDecl)
-			if !ok || gd.Tok != token.CONST {
-				continue
-			}
-			for _, spec := range gd.Specs {
-				vs := spec.(*ast.ValueSpec)
-				for i, n := range vs.Names {
-					if !strings.HasPrefix(n.Name, "Diag") || i >= len(vs.Values) {
-						continue
-					}
-					if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
-						s, _ := strconv.Unquote(lit.Value)
-						codes = append(codes, s)
-					}
-				}
-			}
-		}
-	})
-	if len(codes) == 0 {
-		t.Fatal("found no Diag* constants in proxy/")
+	for _, d := range kvproxyContract(t).Diagnoses {
+		codes = append(codes, d.Name)
 	}
 	slices.Sort(codes)
 	return codes
 }
 
-// eachFile parses every non-test Go file of a directory.
-func eachFile(t *testing.T, dir string, fn func(*ast.File)) {
+// tokenResults returns the values of kvproxy_token_acquisitions_total{result}.
+func tokenResults(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fn(f)
-	}
+	return kvproxyContract(t).TokenResults
 }
 
 // envMap returns a container's literal env values; valueFrom entries map to "<valueFrom>".
@@ -357,18 +282,6 @@ func containerPort(c corev1.Container, name string) (int32, bool) {
 		}
 	}
 	return 0, false
-}
-
-var (
-	configVarsOnce sync.Once
-	configVars     []configVariable
-)
-
-// configVariablesCached parses internal/config once per test binary.
-func configVariablesCached(t *testing.T) []configVariable {
-	t.Helper()
-	configVarsOnce.Do(func() { configVars = configVariables(t) })
-	return configVars
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -161,3 +161,68 @@ func TestChartReadme(t *testing.T) {
 	}
 	t.Errorf("charts/kvproxy/README.md's values table is stale: run `cd deploy/k8stest && go test -run TestChartReadme -update`")
 }
+
+// TestREADMEDiagnostics: the README's two diagnostics tables, kvproxy's own
+// refusals under "Endpoints" and the explanations of the vault's 401s and
+// 403s under "Diagnostics", list every code of diagnose.All() once, in the
+// table its kind belongs to and with its status, and no other code.
+func TestREADMEDiagnostics(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := map[bool]map[string]string{ // Vault → code → the status column
+		false: markdownTable(t, string(raw), "| diagnosis | status | when |"),
+		true:  markdownTable(t, string(raw), "| code | when |"),
+	}
+	names := map[bool]string{false: "kvproxy's refusals", true: "the vault's answers"}
+	for _, d := range kvproxyContract(t).Diagnoses {
+		status, ok := tables[d.Vault][d.Name]
+		if !ok {
+			t.Errorf("README: the table of %s has no row for %s", names[d.Vault], d.Name)
+			continue
+		}
+		delete(tables[d.Vault], d.Name)
+		// kvproxy's own refusals have a status column; the vault's answers
+		// say when, starting or ending with the status ("403 ForbiddenByRbac",
+		// "any other 401").
+		if (!d.Vault && status != d.Status) || (d.Vault && !strings.Contains(status, d.Status)) {
+			t.Errorf("README: %s is listed with %q, diagnose.All() says status %s", d.Name, status, d.Status)
+		}
+	}
+	for vault, rest := range tables {
+		for code := range rest {
+			t.Errorf("README: the table of %s lists %s, which is not a diagnosis code (diagnose.All())", names[vault], code)
+		}
+	}
+}
+
+// markdownTable returns the first two columns of the table under header:
+// the first cell, without backticks, mapped to the second.
+func markdownTable(t *testing.T, doc, header string) map[string]string {
+	t.Helper()
+	i := strings.Index(doc, "\n"+header)
+	if i < 0 {
+		t.Fatalf("README: no table with header %q", header)
+	}
+	lines := strings.Split(doc[i+1:], "\n")
+	rows := map[string]string{}
+	for _, l := range lines[2:] { // the header and the |---| line
+		if !strings.HasPrefix(l, "|") {
+			break
+		}
+		cells := strings.Split(strings.Trim(l, "|"), "|")
+		if len(cells) < 2 {
+			t.Fatalf("README: table row %q has fewer than two cells", l)
+		}
+		code := strings.Trim(strings.TrimSpace(cells[0]), "`")
+		if _, dup := rows[code]; dup {
+			t.Errorf("README: %s has two rows in the table under %q", code, header)
+		}
+		rows[code] = strings.TrimSpace(cells[1])
+	}
+	if len(rows) == 0 {
+		t.Fatalf("README: the table under %q is empty", header)
+	}
+	return rows
+}

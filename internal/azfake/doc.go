@@ -4,6 +4,11 @@
 // of Microsoft Entra ID for azidentity's WorkloadIdentityCredential and
 // ClientSecretCredential ([Entra]). kvproxy's tests and `kvproxy dev` use them.
 //
+// Tests steer the fakes through controls kept apart from them: a
+// [VaultFaults] or [IdentityFaults] passed in the options injects latency,
+// failures, an outage or held requests; the playground passes none. Package
+// azfaketest starts fakes for a test and stops them with it.
+//
 // The fakes issue and accept tokens minted by [MintToken]: JWTs signed with
 // HMAC-SHA256 under a key compiled into this package. They carry the claims
 // Entra ID puts in real access tokens (tid, oid, appid, aud, iss, exp, ...), so

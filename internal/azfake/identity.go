@@ -37,6 +37,8 @@ type IdentityOptions struct {
 	Lifetime time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Faults, when not nil, holds token requests or fails them (tests only).
+	Faults *IdentityFaults
 }
 
 // IdentityServer is the managed identity endpoint of App Service and Azure
@@ -51,10 +53,6 @@ type IdentityServer struct {
 	mu       sync.Mutex
 	requests int
 	issued   int
-	waiting  int
-	down     bool
-	lifetime time.Duration
-	gate     chan struct{} // non-nil while held; closed on release
 }
 
 // NewIdentityServer returns an identity endpoint.
@@ -72,7 +70,10 @@ func NewIdentityServer(o IdentityOptions) *IdentityServer {
 		o.Lifetime = 24 * time.Hour
 	}
 	o.Now = orNow(o.Now)
-	return &IdentityServer{o: o, lifetime: o.Lifetime}
+	if o.Faults == nil {
+		o.Faults = new(IdentityFaults) // injects nothing
+	}
+	return &IdentityServer{o: o}
 }
 
 // Start serves plain HTTP on 127.0.0.1:0, or on addr when it is not empty, and
@@ -102,51 +103,6 @@ func (s *IdentityServer) Issued() int {
 	return s.issued
 }
 
-// SetDown makes the endpoint answer every token request with App Service's
-// 500 while down is true.
-func (s *IdentityServer) SetDown(down bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.down = down
-}
-
-// SetLifetime sets the lifetime of the tokens issued from now on.
-func (s *IdentityServer) SetLifetime(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lifetime = d
-}
-
-// Hold makes token requests block, before they are otherwise handled, until
-// release is called or their context ends; [IdentityServer.Waiting] counts
-// them. Calling release more than once is harmless.
-func (s *IdentityServer) Hold() (release func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gate == nil {
-		s.gate = make(chan struct{})
-	}
-	gate := s.gate
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.gate == gate {
-				s.gate = nil
-			}
-			close(gate)
-		})
-	}
-}
-
-// Waiting returns the number of token requests currently blocked by Hold.
-func (s *IdentityServer) Waiting() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.waiting
-}
-
 // msiError is the App Service identity endpoint's error body.
 type msiError struct {
 	StatusCode    int    `json:"statusCode"`
@@ -168,34 +124,12 @@ type msiToken struct {
 func (s *IdentityServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests++
-	gate := s.gate
-	if gate != nil {
-		s.waiting++
-	}
 	s.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-		}
-		s.mu.Lock()
-		s.waiting--
-		s.mu.Unlock()
-		if r.Context().Err() != nil {
-			return
-		}
-	}
-
-	s.mu.Lock()
-	down, lifetime := s.down, s.lifetime
-	s.mu.Unlock()
-
-	// Wording of the 500 as captured from App Service (its typo included);
-	// of the header, api-version and resource 400s made up.
-	if down {
-		writeJSON(w, http.StatusInternalServerError, msiError{500, "An unexpected error occured while fetching the AAD Token.", uuid.NewString()})
+	if s.o.Faults.intercept(w, r) {
 		return
 	}
+
+	// Wording of the header, api-version and resource 400s made up.
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		writeJSON(w, http.StatusMethodNotAllowed, msiError{405, "The requested resource does not support http method '" + r.Method + "'.", uuid.NewString()})
@@ -223,7 +157,7 @@ func (s *IdentityServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	now := s.o.Now()
-	exp := now.Add(lifetime)
+	exp := now.Add(s.o.Lifetime)
 	tok := MintToken(TokenClaims{
 		TenantID:     s.o.TenantID,
 		ObjectID:     id.ObjectID,

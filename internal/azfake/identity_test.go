@@ -141,18 +141,19 @@ func TestIdentityServerProtocol(t *testing.T) {
 	}
 }
 
-func TestIdentityServerDownAndLifetime(t *testing.T) {
-	s, endpoint := startIdentity(t, IdentityOptions{Header: "h", TenantID: "tenant-z", Lifetime: time.Hour})
+func TestIdentityServerDown(t *testing.T) {
+	faults := new(IdentityFaults)
+	s, endpoint := startIdentity(t, IdentityOptions{Header: "h", TenantID: "tenant-z", Lifetime: time.Hour, Faults: faults})
 	q := query("api-version", "2019-08-01", "resource", "https://vault.azure.net")
 
-	s.SetDown(true)
+	faults.SetDown(true)
 	r := identityGet(t, context.Background(), endpoint, q, "h")
 	var e msiError
 	r.decode(t, &e)
 	if r.status != 500 || e.StatusCode != 500 || e.Message != "An unexpected error occured while fetching the AAD Token." || e.CorrelationID == "" {
 		t.Errorf("down: %d %s", r.status, r.body)
 	}
-	s.SetDown(false)
+	faults.SetDown(false)
 
 	r = identityGet(t, context.Background(), endpoint, q, "h")
 	var tok msiToken
@@ -162,14 +163,11 @@ func TestIdentityServerDownAndLifetime(t *testing.T) {
 		t.Errorf("up: %d %s (%v)", r.status, r.body, err)
 	}
 
-	s.SetLifetime(4 * time.Minute)
-	r = identityGet(t, context.Background(), endpoint, q, "h")
-	r.decode(t, &tok)
-	if want := strconv.FormatInt(testNow.Add(4*time.Minute).Unix(), 10); tok.ExpiresOn != want {
+	if want := strconv.FormatInt(testNow.Add(time.Hour).Unix(), 10); tok.ExpiresOn != want {
 		t.Errorf("expires_on = %s, want %s", tok.ExpiresOn, want)
 	}
-	if s.Requests() != 3 || s.Issued() != 2 {
-		t.Errorf("Requests %d Issued %d, want 3 and 2", s.Requests(), s.Issued())
+	if s.Requests() != 2 || s.Issued() != 1 {
+		t.Errorf("Requests %d Issued %d, want 2 and 1", s.Requests(), s.Issued())
 	}
 
 	req, _ := http.NewRequest(http.MethodPost, endpoint+"?"+q.Encode(), nil)
@@ -185,10 +183,11 @@ func TestIdentityServerDownAndLifetime(t *testing.T) {
 }
 
 func TestIdentityServerHold(t *testing.T) {
-	s, endpoint := startIdentity(t, IdentityOptions{})
+	faults := new(IdentityFaults)
+	s, endpoint := startIdentity(t, IdentityOptions{Faults: faults})
 	q := query("api-version", "2019-08-01", "resource", "https://vault.azure.net")
 
-	release := s.Hold()
+	release := faults.Hold()
 	const n = 6
 	var wg sync.WaitGroup
 	statuses := make(chan int, n)
@@ -197,7 +196,7 @@ func TestIdentityServerHold(t *testing.T) {
 			statuses <- identityGet(t, context.Background(), endpoint, q, "kvproxy-dev-header").status
 		})
 	}
-	waitFor(t, "all requests to wait", func() bool { return s.Waiting() == n })
+	waitFor(t, "all requests to wait", func() bool { return faults.Waiting() == n })
 	if s.Issued() != 0 {
 		t.Fatalf("issued %d tokens while held", s.Issued())
 	}
@@ -212,10 +211,10 @@ func TestIdentityServerHold(t *testing.T) {
 			res.Body.Close()
 		}
 	}()
-	waitFor(t, "the extra request to wait", func() bool { return s.Waiting() == n+1 })
+	waitFor(t, "the extra request to wait", func() bool { return faults.Waiting() == n+1 })
 	cancel()
 	<-gone
-	waitFor(t, "the cancelled request to leave", func() bool { return s.Waiting() == n })
+	waitFor(t, "the cancelled request to leave", func() bool { return faults.Waiting() == n })
 
 	release()
 	release() // harmless
@@ -226,18 +225,18 @@ func TestIdentityServerHold(t *testing.T) {
 			t.Errorf("status %d after release", st)
 		}
 	}
-	if s.Waiting() != 0 || s.Issued() != n || s.Requests() != n+1 {
-		t.Errorf("Waiting %d Issued %d Requests %d", s.Waiting(), s.Issued(), s.Requests())
+	if faults.Waiting() != 0 || s.Issued() != n || s.Requests() != n+1 {
+		t.Errorf("Waiting %d Issued %d Requests %d", faults.Waiting(), s.Issued(), s.Requests())
 	}
 
 	// Released: requests no longer wait; a new Hold holds again.
 	if r := identityGet(t, context.Background(), endpoint, q, "kvproxy-dev-header"); r.status != 200 {
 		t.Errorf("after release: %d", r.status)
 	}
-	release2 := s.Hold()
+	release2 := faults.Hold()
 	done := make(chan int)
 	go func() { done <- identityGet(t, context.Background(), endpoint, q, "kvproxy-dev-header").status }()
-	waitFor(t, "a request to wait on the second hold", func() bool { return s.Waiting() == 1 })
+	waitFor(t, "a request to wait on the second hold", func() bool { return faults.Waiting() == 1 })
 	release2()
 	if st := <-done; st != 200 {
 		t.Errorf("after second release: %d", st)

@@ -66,6 +66,8 @@ type VaultOptions struct {
 	Audience string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Faults, when not nil, injects latency and failures (tests only).
+	Faults *VaultFaults
 }
 
 // RecordedRequest is one request as the vault received it.
@@ -87,7 +89,7 @@ const maxRecorded = 10000
 // db-password and api-key.
 //
 // Every request goes through, in order: response headers and recording;
-// latency; injected failures ([Vault.FailNext]); the bearer token (401s);
+// the latency and failures of [VaultOptions].Faults; the bearer token (401s);
 // the special secret names (SecretForbiddenFirewall and friends); the
 // api-version parameter (400); the secrets API.
 type Vault struct {
@@ -97,11 +99,6 @@ type Vault struct {
 	mu       sync.Mutex
 	secrets  map[string][]*secretVersion // versions oldest first
 	requests []RecordedRequest
-	latency  time.Duration
-	fail     struct {
-		n, status  int
-		retryAfter string
-	}
 }
 
 type secretVersion struct {
@@ -125,6 +122,9 @@ func NewVault(o VaultOptions) *Vault {
 		o.Audience = defaultVaultAud
 	}
 	o.Now = orNow(o.Now)
+	if o.Faults == nil {
+		o.Faults = new(VaultFaults) // injects nothing
+	}
 	v := &Vault{o: o, secrets: map[string][]*secretVersion{}}
 	v.SetSecret("db-password", "correct-horse-battery-staple")
 	v.SetSecret("api-key", "kv-demo-0f9c")
@@ -191,24 +191,6 @@ func (v *Vault) ResetRequests() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.requests = nil
-}
-
-// FailNext makes the next n requests, whatever their path, answer status:
-// 429 with a Throttled body, 503 with ServiceUnavailable, 500 with
-// InternalServerError, any other status with a body named after it. The
-// answers carry Retry-After: retryAfter when it is not "". n <= 0 cancels.
-func (v *Vault) FailNext(status, n int, retryAfter string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.fail.n, v.fail.status, v.fail.retryAfter = max(n, 0), status, retryAfter
-}
-
-// SetLatency makes every request wait d, or until its context is done, before
-// it is answered. Zero turns latency off.
-func (v *Vault) SetLatency(d time.Duration) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.latency = d
 }
 
 // kvError is Key Vault's error body.
@@ -324,31 +306,9 @@ func (v *Vault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v.requests = v.requests[:maxRecorded-1]
 	}
 	v.requests = append(v.requests, rec)
-	latency := v.latency
 	v.mu.Unlock()
 
-	if latency > 0 {
-		t := time.NewTimer(latency)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return // the client is gone: nobody reads an answer
-		}
-	}
-
-	v.mu.Lock()
-	failing := v.fail.n > 0
-	status, retryAfter := v.fail.status, v.fail.retryAfter
-	if failing {
-		v.fail.n--
-	}
-	v.mu.Unlock()
-	if failing {
-		if retryAfter != "" {
-			h.Set("Retry-After", retryAfter)
-		}
-		writeInjectedFailure(w, status)
+	if v.o.Faults.intercept(w, r) {
 		return
 	}
 

@@ -529,8 +529,9 @@ func TestVaultFailNext(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, u, c := startVault(t, VaultOptions{})
-			v.FailNext(tt.status, tt.n, tt.retryAfter)
+			faults := new(VaultFaults)
+			v, u, c := startVault(t, VaultOptions{Faults: faults})
+			faults.FailNext(tt.status, tt.n, tt.retryAfter)
 			for i := range tt.n {
 				// Any path, and before authentication.
 				r := do(t, c, http.MethodGet, u+fmt.Sprintf("/anything/%d", i), "", "")
@@ -551,9 +552,10 @@ func TestVaultFailNext(t *testing.T) {
 	}
 
 	t.Run("cancel", func(t *testing.T) {
-		v, u, c := startVault(t, VaultOptions{})
-		v.FailNext(503, 5, "")
-		v.FailNext(503, 0, "")
+		faults := new(VaultFaults)
+		_, u, c := startVault(t, VaultOptions{Faults: faults})
+		faults.FailNext(503, 5, "")
+		faults.FailNext(503, 0, "")
 		if r := do(t, c, http.MethodGet, u+"/secrets/db-password?api-version=7.5", vaultToken(), ""); r.status != 200 {
 			t.Errorf("after cancel: %d", r.status)
 		}
@@ -561,11 +563,12 @@ func TestVaultFailNext(t *testing.T) {
 }
 
 func TestVaultLatency(t *testing.T) {
-	v, u, c := startVault(t, VaultOptions{})
+	faults := new(VaultFaults)
+	v, u, c := startVault(t, VaultOptions{Faults: faults})
 	url := u + "/secrets/db-password?api-version=7.5"
 
 	const d = 30 * time.Millisecond
-	v.SetLatency(d)
+	faults.SetLatency(d)
 	start := time.Now()
 	if r := do(t, c, http.MethodGet, url, vaultToken(), ""); r.status != 200 {
 		t.Fatalf("status %d", r.status)
@@ -574,7 +577,7 @@ func TestVaultLatency(t *testing.T) {
 		t.Errorf("answered after %v, latency %v", el, d)
 	}
 
-	v.SetLatency(time.Hour)
+	faults.SetLatency(time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -589,7 +592,7 @@ func TestVaultLatency(t *testing.T) {
 		t.Errorf("recorded %d requests, want 2", got)
 	}
 
-	v.SetLatency(0)
+	faults.SetLatency(0)
 	if r := do(t, c, http.MethodGet, url, vaultToken(), ""); r.status != 200 {
 		t.Errorf("status %d", r.status)
 	}
