@@ -110,3 +110,13 @@ Call with (list $ "ServiceMonitor" .Values.serviceMonitor).
 {{- $v := index . 2 }}
 {{- if and $v.enabled (or $v.force ($root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind))) }}true{{ end }}
 {{- end }}
+
+{{/*
+KVPROXY_ALLOWED_HOSTS: the service's DNS names, then config.allowedHosts.
+*/}}
+{{- define "kvproxy.allowedHosts" -}}
+{{- $svc := include "kvproxy.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $hosts := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- join "," (concat $hosts .Values.config.allowedHosts) -}}
+{{- end -}}
