@@ -170,8 +170,7 @@ func (p *Proxy) rewriteNextLink(ctx *fasthttp.RequestCtx) {
 		}
 		for _, o := range p.origin {
 			if len(link) >= len(o) && strings.EqualFold(link[:len(o)], o) {
-				b, err := json.Marshal("http://" + host + "/" + link[len(o):])
-				return b, err == nil
+				return jsonString("http://" + host + "/" + link[len(o):]), true
 			}
 		}
 		return nil, false
@@ -240,4 +239,14 @@ func safeHost(h []byte) string {
 		}
 	}
 	return string(h)
+}
+
+// jsonString encodes s as a JSON string without HTML escaping, so a link's
+// & stays as the vault wrote it (json.Marshal would write \u0026).
+func jsonString(s string) json.RawMessage {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(s) //nolint:errcheck // a string always encodes
+	return bytes.TrimRight(b.Bytes(), "\n")
 }
