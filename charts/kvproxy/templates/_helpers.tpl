@@ -112,11 +112,38 @@ Call with (list $ "ServiceMonitor" .Values.serviceMonitor).
 {{- end }}
 
 {{/*
-KVPROXY_ALLOWED_HOSTS: the service's DNS names, then config.allowedHosts.
+The Service's DNS names, comma-separated: what clients may put in Host
+(KVPROXY_ALLOWED_HOSTS) and what the certificate names.
 */}}
-{{- define "kvproxy.allowedHosts" -}}
-{{- $svc := include "kvproxy.fullname" . -}}
-{{- $ns := .Release.Namespace -}}
-{{- $hosts := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
-{{- join "," (concat $hosts .Values.config.allowedHosts) -}}
-{{- end -}}
+{{- define "kvproxy.serviceNames" -}}
+{{- $svc := include "kvproxy.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.clusterDomain) }}
+{{- join "," $names }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the serving certificate, "" without TLS.
+*/}}
+{{- define "kvproxy.tlsSecret" -}}
+{{- if .Values.tls.existingSecret }}
+{{- .Values.tls.existingSecret }}
+{{- else if .Values.tls.certManager.enabled }}
+{{- printf "%s-tls" (include "kvproxy.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the chart projects the pod's own ServiceAccount token (and the
+cluster CA) for fetching the issuer's keys.
+*/}}
+{{- define "kvproxy.projectApiToken" -}}
+{{- if and .Values.clientAuth.enabled (not .Values.automountServiceAccountToken) (hasPrefix "/var/run/secrets/kubernetes.io/serviceaccount/" .Values.clientAuth.tokenFile) }}true{{ end }}
+{{- end }}
+
+{{/*
+The proxy's URL for clients.
+*/}}
+{{- define "kvproxy.url" -}}
+{{- printf "%s://%s.%s.svc:%d" (ternary "https" "http" (ne (include "kvproxy.tlsSecret" .) "")) (include "kvproxy.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- end }}
