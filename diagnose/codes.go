@@ -16,6 +16,8 @@ const (
 	UpstreamUnavailable   = "upstream-unavailable"
 	HostNotAllowed        = "host-not-allowed"
 	MalformedRequest      = "malformed-request"
+	ClientUnauthenticated = "client-unauthenticated"
+	ClientNotAllowed      = "client-not-allowed"
 
 	// The vault's own 403 and 401 answers, explained.
 	ForbiddenByFirewall    = "forbidden-by-firewall"
@@ -53,6 +55,8 @@ var codes = []Code{
 	{UpstreamUnavailable, "502 / 504", false},
 	{HostNotAllowed, "421", false},
 	{MalformedRequest, "400 / 408 / 431", false},
+	{ClientUnauthenticated, "401 / 503", false},
+	{ClientNotAllowed, "403", false},
 	{ForbiddenByFirewall, "403", true},
 	{ForbiddenByPrivateLink, "403", true},
 	{ForbiddenByRBAC, "403", true},

@@ -37,6 +37,7 @@ type Metrics struct {
 	Diagnoses         *prometheus.CounterVec
 	Inflight          prometheus.Gauge
 	UpstreamRetries   *prometheus.CounterVec
+	ClientRequests    *prometheus.CounterVec
 	BuildInfo         *prometheus.GaugeVec
 }
 
@@ -79,6 +80,7 @@ func Descriptions() []Description {
 		{"kvproxy_upstream_retries_total", "counter", []string{"reason"}},
 		{"kvproxy_build_info", "gauge", []string{"commit", "goversion", "version"}},
 		{"kvproxy_ready", "gauge", nil},
+		{"kvproxy_client_requests_total", "counter", []string{"result"}},
 	}
 }
 
@@ -129,6 +131,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "kvproxy_upstream_retries_total",
 			Help: "Requests to the vault sent again, by reason (unauthorized, throttled, unavailable).",
 		}, []string{"reason"}),
+		ClientRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvproxy_client_requests_total",
+			Help: "Requests judged by client authentication (KVPROXY_CLIENT_AUTH=kubernetes), by result (allowed, unauthenticated, denied).",
+		}, []string{"result"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kvproxy_build_info",
 			Help: "Always 1; labels carry the build's version, commit and Go version.",
@@ -137,7 +143,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.Requests, m.RequestDuration, m.UpstreamDuration, m.TokenAcquisitions,
 		m.TokenExpiry, m.TokenRefresh, m.Diagnoses, m.Inflight, m.UpstreamRetries,
-		m.BuildInfo,
+		m.ClientRequests, m.BuildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -157,6 +163,26 @@ func (m *Metrics) InitSeries(diagnoses []string) {
 	}
 	for _, d := range diagnoses {
 		m.Diagnoses.WithLabelValues(d)
+	}
+	for _, r := range ClientResults {
+		m.ClientRequests.WithLabelValues(r)
+	}
+}
+
+// Client results, the values of kvproxy_client_requests_total{result}.
+const (
+	ClientAllowed         = "allowed"
+	ClientUnauthenticated = "unauthenticated"
+	ClientDenied          = "denied"
+)
+
+// ClientResults lists the client results.
+var ClientResults = []string{ClientAllowed, ClientUnauthenticated, ClientDenied}
+
+// CountClient counts a request judged by client authentication.
+func (m *Metrics) CountClient(result string) {
+	if m != nil {
+		m.ClientRequests.WithLabelValues(result).Inc()
 	}
 }
 

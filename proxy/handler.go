@@ -2,13 +2,17 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kvproxy/kvproxy/accesspolicy"
+	"github.com/kvproxy/kvproxy/clientauth"
 	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/kvwire"
+	"github.com/kvproxy/kvproxy/metrics"
 )
 
 // requestState travels with one request.
@@ -20,6 +24,10 @@ type requestState struct {
 	challenge kvwire.Challenge
 	// status is recorded for the metrics when no answer is written.
 	status int
+	// ctx ends at the request's deadline (KVPROXY_UPSTREAM_TIMEOUT).
+	ctx *deadlineCtx
+	// subject is the client's verified identity (with client auth).
+	subject string
 }
 
 // serve applies the request policy, then forwards to the vault.
@@ -27,7 +35,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, checkHost bool) {
 	start := time.Now()
 	m := p.o.Metrics
 	m.RequestStarted()
-	var st requestState
+	st := requestState{ctx: newDeadlineCtx(start.Add(p.o.UpstreamTimeout))}
+	defer st.ctx.stop()
 	defer func() {
 		status := ctx.Response.StatusCode()
 		if st.status != 0 {
@@ -46,12 +55,79 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, checkHost bool) {
 				slog.Int("status", status), slog.Duration("duration", d),
 				slog.String("vaultRequestId", st.requestID))
 		}
+		if p.o.OnRequest != nil {
+			p.record(ctx, &st, start, status, d)
+		}
 	}()
 	if ref, bad := p.checkRequest(ctx, checkHost); bad {
 		p.refuse(ctx, ref)
 		return
 	}
+	if ref, bad := p.checkClient(ctx, &st); bad {
+		p.refuse(ctx, ref)
+		if ref.status == fasthttp.StatusUnauthorized {
+			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="kvproxy", error="invalid_token"`)
+		}
+		return
+	}
 	p.forward(ctx, &st)
+}
+
+// checkClient verifies the client's token and asks the policy, when client
+// authentication is on.
+func (p *Proxy) checkClient(ctx *fasthttp.RequestCtx, st *requestState) (refusal, bool) {
+	if p.o.ClientAuth == nil {
+		return refusal{}, false
+	}
+	raw := clientauth.BearerToken(string(ctx.Request.Header.Peek("Authorization")))
+	id, err := p.o.ClientAuth.Verify(st.ctx, raw)
+	if err != nil {
+		p.o.Metrics.CountClient(metrics.ClientUnauthenticated)
+		reason := clientauth.ReasonOf(err)
+		detail := "the client token was refused (" + string(reason) + ")"
+		var ce *clientauth.Error
+		if errors.As(err, &ce) && ce.Detail != "" {
+			detail = ce.Detail
+		}
+		detail = kvwire.RedactToken(detail, raw)
+		status := fasthttp.StatusUnauthorized
+		if reason == clientauth.ReasonIssuerUnreachable {
+			status = fasthttp.StatusServiceUnavailable // kvproxy cannot check, not the client's fault
+		}
+		return refusal{status: status, code: "ClientUnauthenticated", diagnosis: diagnose.ClientUnauthenticated,
+			message: "kvproxy requires a valid Kubernetes ServiceAccount token (Authorization: Bearer) with audience " + p.o.ClientAuth.Audience() + ".",
+			detail:  detail + "; send the pod's projected service-account token with that audience (a serviceAccountToken volume)"}, true
+	}
+	st.subject = id.Subject
+	var pol *accesspolicy.Policy
+	if p.o.Policy != nil {
+		pol = p.o.Policy()
+	}
+	path, _, _ := cutQuery(ctx.Request.Header.RequestURI())
+	if d := pol.Allow(id.Subject, string(ctx.Method()), string(path)); !d.Allowed {
+		p.o.Metrics.CountClient(metrics.ClientDenied)
+		return refusal{status: fasthttp.StatusForbidden, code: "ClientNotAllowed", diagnosis: diagnose.ClientNotAllowed,
+			message: "kvproxy's access policy does not allow this request.", detail: d.Message()}, true
+	}
+	p.o.Metrics.CountClient(metrics.ClientAllowed)
+	return refusal{}, false
+}
+
+// record hands the audit record of a finished request to OnRequest.
+func (p *Proxy) record(ctx *fasthttp.RequestCtx, st *requestState, start time.Time, status int, d time.Duration) {
+	client := st.subject
+	if client == "" {
+		client = ctx.RemoteAddr().String()
+	}
+	path, _, _ := cutQuery(ctx.Request.Header.RequestURI())
+	if st.requestID == "" {
+		st.requestID = string(ctx.Response.Header.Peek("x-ms-request-id"))
+	}
+	p.o.OnRequest(RequestRecord{
+		Time: start, Client: client, Method: methodLabel(ctx.Method()), Path: string(path), Status: status,
+		Diagnosis: string(ctx.Response.Header.Peek(HeaderDiagnosis)), Cache: string(ctx.Response.Header.Peek("X-Cache")),
+		VaultRequestID: st.requestID, Duration: d,
+	})
 }
 
 // checkRequest enforces the request policy before anything is forwarded.

@@ -12,6 +12,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/valyala/fasthttp"
 
+	"github.com/kvproxy/kvproxy/accesspolicy"
+	"github.com/kvproxy/kvproxy/clientauth"
 	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
 )
@@ -65,6 +67,32 @@ type Options struct {
 	MaxConnsPerHost int
 	Metrics         *metrics.Metrics // nil records nothing
 	Logger          *slog.Logger
+	// ClientAuth, when set, requires every request to carry a client's
+	// Kubernetes ServiceAccount token (Authorization: Bearer), verified
+	// before anything else is done for it (401 client-unauthenticated);
+	// Policy then decides what the token's subject may do (403
+	// client-not-allowed). The client's token is never forwarded, logged or
+	// echoed.
+	ClientAuth *clientauth.Verifier
+	// Policy returns the access policy in force (with ClientAuth; nil
+	// denies everything).
+	Policy func() *accesspolicy.Policy
+	// OnRequest, when set, receives one record per request, refusals
+	// included (the audit log).
+	OnRequest func(RequestRecord)
+}
+
+// RequestRecord is what the audit log says of one request. It holds no
+// token, no query and no value.
+type RequestRecord struct {
+	Time           time.Time
+	Client         string // the verified subject with ClientAuth, else the remote address
+	Method, Path   string // the path without its query
+	Status         int
+	Diagnosis      string // X-Kvproxy-Diagnosis sent, or ""
+	Cache          string // X-Cache sent, or ""
+	VaultRequestID string
+	Duration       time.Duration
 }
 
 // maxResponseBody bounds a vault answer kvproxy accepts: Key Vault's largest

@@ -64,9 +64,8 @@ func newHostClient(o Options) *fasthttp.HostClient {
 // what is safe to retry, and answers the client. The vault's answer is read
 // straight into the client's response.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
-	deadline := time.Now().Add(p.o.UpstreamTimeout)
-	tctx := newDeadlineCtx(deadline)
-	defer tctx.stop()
+	tctx := st.ctx
+	deadline := tctx.deadline
 	tok, err := p.o.Tokens.Token(tctx)
 	if err != nil {
 		p.fail(ctx, st, tokenFailure{err})

@@ -19,11 +19,13 @@ const module = "github.com/kvproxy/kvproxy/"
 // allowed is the import rule of docs/architecture.md: which of kvproxy's
 // packages each public package may import (production files only).
 var allowed = map[string][]string{
-	"kvwire":   nil,
-	"metrics":  nil,
-	"diagnose": {"kvwire"},
-	"auth":     {"kvwire", "metrics"},
-	"proxy":    {"diagnose", "kvwire", "metrics"},
+	"kvwire":       nil,
+	"metrics":      nil,
+	"diagnose":     {"kvwire"},
+	"auth":         {"kvwire", "metrics"},
+	"proxy":        {"accesspolicy", "clientauth", "diagnose", "kvwire", "metrics", "secretcache"},
+	"clientauth":   nil,
+	"accesspolicy": nil,
 }
 
 func TestImportRule(t *testing.T) {

@@ -58,13 +58,17 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 	m.SetBuildInfo(bi.Version, bi.Commit, bi.GoVersion)
 	m.InitSeries(diagnose.Codes())
 
+	svc, err := newService(cfg, logger)
+	if err != nil {
+		return err
+	}
 	authLog := logger.With(slog.String("component", "auth"))
 	cache := auth.NewCache(auth.CacheOptions{
 		Credential: pt.cred, Scope: pt.scope, RefreshBefore: cfg.RefreshBefore,
 		RequestRetryInterval: cfg.TokenRetryInterval, Metrics: m, Logger: authLog, Describe: pt.credOpts.Describe,
 	})
 	challenges := pt.challenges(cache, authLog)
-	p, err := proxy.New(proxy.Options{
+	po := proxy.Options{
 		Vault: pt.vault, Tokens: cache, Scope: pt.scope,
 		OnChallenge: func(c kvwire.Challenge) {
 			challenges.Observe(c) //nolint:errcheck // Observe logs a refusal; the 401 is diagnosed as it is
@@ -74,7 +78,9 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		UpstreamTimeout: cfg.UpstreamTimeout, RetryMax: cfg.RetryMax, RetryMaxWait: cfg.RetryMaxWait,
 		RootCAs: d.RootCAs, AllowedHosts: cfg.AllowedHosts,
 		Metrics: m, Logger: logger.With(slog.String("component", "proxy")),
-	})
+	}
+	svc.proxyOptions(&po)
+	p, err := proxy.New(po)
 	if err != nil {
 		return err
 	}
@@ -88,6 +94,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		return fmt.Errorf("KVPROXY_LISTEN_ADDR: %w", err)
 	}
 	defer proxyLn.Close()
+	proxyLn = svc.listener(proxyLn)
 	adminLn, err := listen(cfg.AdminAddr)
 	if err != nil {
 		return fmt.Errorf("KVPROXY_ADMIN_ADDR: %w", err)
@@ -113,7 +120,8 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		slog.String("admin", addrString(adminLn)), slog.String("credential", string(pt.kind)),
 		slog.String("identity", pt.credDesc), slog.String("scope", pt.scope), slog.Bool("scopeExplicit", pt.explicitScope),
 		slog.Bool("readOnly", cfg.ReadOnly), slog.Bool("requireMetadataHeader", cfg.RequireMetadataHeader),
-		slog.Duration("refreshBefore", cfg.RefreshBefore), slog.Duration("upstreamTimeout", cfg.UpstreamTimeout))
+		slog.Duration("refreshBefore", cfg.RefreshBefore), slog.Duration("upstreamTimeout", cfg.UpstreamTimeout),
+		slog.Bool("tls", svc.certs != nil), slog.String("clientAuth", cfg.ClientAuth), slog.Bool("auditLog", cfg.AuditLog))
 	for _, w := range cfg.Warnings() {
 		logger.Warn("weakened default: " + w)
 	}
@@ -125,6 +133,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 	defer stopCache()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { cache.Run(cacheCtx); return nil })
+	svc.start(cacheCtx, logger)
 	go func() {
 		// Learn the vault's tenant from its challenge, as the Azure SDKs
 		// do. The token is not held back for it: the scope is known.

@@ -76,6 +76,14 @@ type Config struct {
 	RetryMaxWait             time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
 	TokenRetryInterval       time.Duration `env:"KVPROXY_TOKEN_RETRY_INTERVAL" envDefault:"1s" desc:"What requests may make the credential do: after a failed token fetch, at most one request per interval starts another; a token the vault rejected (401) is renewed at most once per interval."`
 	DisableInstanceDiscovery bool          `env:"KVPROXY_DISABLE_INSTANCE_DISCOVERY" envDefault:"false" desc:"Skip Microsoft Entra instance discovery for workload identity and client secret: needed when AZURE_AUTHORITY_HOST is a private or disconnected cloud's authority."`
+	TLSCertFile              string        `env:"KVPROXY_TLS_CERT_FILE" desc:"Serve the proxy listener over TLS 1.2+ with this certificate (PEM, chain included); re-read when it changes (cert-manager rotates it). Set with KVPROXY_TLS_KEY_FILE."`
+	TLSKeyFile               string        `env:"KVPROXY_TLS_KEY_FILE" desc:"The private key (PEM) of KVPROXY_TLS_CERT_FILE."`
+	ClientAuth               string        `env:"KVPROXY_CLIENT_AUTH" envDefault:"none" desc:"none, or kubernetes: every client sends its projected ServiceAccount token (Authorization: Bearer), verified against KVPROXY_CLIENT_AUTH_ISSUER, and KVPROXY_ACCESS_POLICY_FILE decides what its subject may do."`
+	ClientAuthIssuer         string        `env:"KVPROXY_CLIENT_AUTH_ISSUER" desc:"The cluster's service-account token issuer (https), required with KVPROXY_CLIENT_AUTH=kubernetes: OIDC discovery at <issuer>/.well-known/openid-configuration, then its jwks_uri."`
+	ClientAuthAudience       string        `env:"KVPROXY_CLIENT_AUTH_AUDIENCE" envDefault:"kvproxy" desc:"The audience client tokens must carry."`
+	ClientAuthTokenFile      string        `env:"KVPROXY_CLIENT_AUTH_TOKEN_FILE" desc:"A bearer token file for fetching the issuer's discovery document and keys (the in-cluster API server requires one); a ca.crt beside it is trusted for the issuer."`
+	AccessPolicyFile         string        `env:"KVPROXY_ACCESS_POLICY_FILE" desc:"The access rules (YAML or JSON), required with KVPROXY_CLIENT_AUTH=kubernetes; re-read when it changes (a bad reload keeps the previous rules)."`
+	AuditLog                 bool          `env:"KVPROXY_AUDIT_LOG" envDefault:"false" desc:"Write one JSON line per request, \"msg\":\"audit\", on stderr: client, method, path, status, diagnosis, cache result, vault request id, duration."`
 	LogLevel                 string        `env:"KVPROXY_LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error. debug logs one line per proxied request."`
 	LogFormat                string        `env:"KVPROXY_LOG_FORMAT" envDefault:"json" desc:"json, or text for humans."`
 
@@ -239,6 +247,7 @@ func (c *Config) validate(failed map[string]bool) []string {
 	if !failed["KVPROXY_RETRY_MAX"] && (c.RetryMax < 0 || c.RetryMax > 10) {
 		add("KVPROXY_RETRY_MAX: %d must be between 0 and 10", c.RetryMax)
 	}
+	c.validateService(add)
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		add("KVPROXY_LOG_LEVEL: %v", err)
 	}
@@ -246,6 +255,34 @@ func (c *Config) validate(failed map[string]bool) []string {
 		add("KVPROXY_LOG_FORMAT: %q is not json or text", c.LogFormat)
 	}
 	return p
+}
+
+// validateService checks the shared service's settings: TLS files come in
+// pairs, and client authentication needs an https issuer and a policy.
+func (c *Config) validateService(add func(string, ...any)) {
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		add("KVPROXY_TLS_CERT_FILE, KVPROXY_TLS_KEY_FILE: set both or neither")
+	}
+	switch c.ClientAuth {
+	case "none":
+		for name, v := range map[string]string{"KVPROXY_CLIENT_AUTH_ISSUER": c.ClientAuthIssuer, "KVPROXY_ACCESS_POLICY_FILE": c.AccessPolicyFile} {
+			if v != "" {
+				add("%s: only used with KVPROXY_CLIENT_AUTH=kubernetes; set that too, or unset this", name)
+			}
+		}
+	case "kubernetes":
+		if u, err := url.Parse(c.ClientAuthIssuer); c.ClientAuthIssuer == "" || err != nil || u.Scheme != "https" || u.Host == "" {
+			add("KVPROXY_CLIENT_AUTH_ISSUER: %q: want the cluster's https service-account issuer (e.g. https://kubernetes.default.svc.cluster.local)", c.ClientAuthIssuer)
+		}
+		if c.AccessPolicyFile == "" {
+			add("KVPROXY_ACCESS_POLICY_FILE: required with KVPROXY_CLIENT_AUTH=kubernetes (without rules every request is denied)")
+		}
+		if c.ClientAuthAudience == "" {
+			add("KVPROXY_CLIENT_AUTH_AUDIENCE: must not be empty")
+		}
+	default:
+		add("KVPROXY_CLIENT_AUTH: %q is not none or kubernetes", c.ClientAuth)
+	}
 }
 
 // maxBodyLimit is the largest KVPROXY_MAX_BODY_BYTES accepted.

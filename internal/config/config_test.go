@@ -18,7 +18,7 @@ func TestDefaults(t *testing.T) {
 		VaultURL: "https://myvault.vault.azure.net", ListenAddr: "127.0.0.1:8380", AdminAddr: "127.0.0.1:8381",
 		Credential: "auto", RefreshBefore: 5 * time.Minute, UpstreamTimeout: 30 * time.Second, APIVersion: "7.5",
 		RequireMetadataHeader: true, MaxBodyBytes: 1048576, ShutdownTimeout: 20 * time.Second,
-		RetryMax: 2, RetryMaxWait: 10 * time.Second, TokenRetryInterval: time.Second, LogLevel: "info", LogFormat: "json",
+		RetryMax: 2, RetryMaxWait: 10 * time.Second, TokenRetryInterval: time.Second, ClientAuth: "none", ClientAuthAudience: "kvproxy", LogLevel: "info", LogFormat: "json",
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -170,7 +170,7 @@ func TestSecretNeverPrints(t *testing.T) {
 
 func TestVariablesCoverEveryField(t *testing.T) {
 	names := KvproxyVariableNames()
-	if len(names) != 21 {
+	if len(names) != 29 {
 		t.Errorf("%d KVPROXY_ variables: %v", len(names), names)
 	}
 	for _, v := range Variables() {
@@ -278,5 +278,41 @@ func TestWarnings(t *testing.T) {
 		if w := c.Warnings(); len(w) != 0 {
 			t.Errorf("%s warns: %v", addr, w)
 		}
+	}
+}
+
+func TestServiceSettings(t *testing.T) {
+	base := map[string]string{"KVPROXY_VAULT_URL": "https://myvault.vault.azure.net"}
+	tests := []struct {
+		name string
+		set  map[string]string
+		want string
+	}{
+		{name: "kubernetes", set: map[string]string{"KVPROXY_CLIENT_AUTH": "kubernetes", "KVPROXY_CLIENT_AUTH_ISSUER": "https://kubernetes.default.svc.cluster.local", "KVPROXY_ACCESS_POLICY_FILE": "/etc/kvproxy/policy.yaml"}},
+		{name: "kubernetes needs an issuer", set: map[string]string{"KVPROXY_CLIENT_AUTH": "kubernetes", "KVPROXY_ACCESS_POLICY_FILE": "/p"}, want: "KVPROXY_CLIENT_AUTH_ISSUER"},
+		{name: "an http issuer", set: map[string]string{"KVPROXY_CLIENT_AUTH": "kubernetes", "KVPROXY_CLIENT_AUTH_ISSUER": "http://k", "KVPROXY_ACCESS_POLICY_FILE": "/p"}, want: "KVPROXY_CLIENT_AUTH_ISSUER"},
+		{name: "kubernetes needs a policy", set: map[string]string{"KVPROXY_CLIENT_AUTH": "kubernetes", "KVPROXY_CLIENT_AUTH_ISSUER": "https://k"}, want: "KVPROXY_ACCESS_POLICY_FILE: required"},
+		{name: "a policy without client auth", set: map[string]string{"KVPROXY_ACCESS_POLICY_FILE": "/p"}, want: "KVPROXY_ACCESS_POLICY_FILE: only used"},
+		{name: "unknown client auth", set: map[string]string{"KVPROXY_CLIENT_AUTH": "mtls"}, want: `KVPROXY_CLIENT_AUTH: "mtls"`},
+		{name: "a certificate without its key", set: map[string]string{"KVPROXY_TLS_CERT_FILE": "/c"}, want: "set both"},
+		{name: "TLS", set: map[string]string{"KVPROXY_TLS_CERT_FILE": "/c", "KVPROXY_TLS_KEY_FILE": "/k"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range base {
+				env[k] = v
+			}
+			for k, v := range tt.set {
+				env[k] = v
+			}
+			_, err := Load(env)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want it to mention %q", err, tt.want)
+			}
+		})
 	}
 }
