@@ -186,7 +186,7 @@ func (c *Cache) Get(ctx context.Context, key, name string, mode Mode, fetch Fetc
 		res, err := fetch(ctx)
 		return answerOf(res, Off), err
 	}
-	name = strings.ToLower(name)
+	name = lowerASCII(name)
 	if mode != Normal {
 		c.observe(Bypass)
 		return c.bypass(ctx, key, name, mode, fetch)
@@ -446,7 +446,7 @@ func (c *Cache) Invalidate(name string) {
 	if c == nil {
 		return
 	}
-	name = strings.ToLower(name)
+	name = lowerASCII(name)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dropNameLocked(name)

@@ -110,10 +110,9 @@ func splitItem(path string) (coll, item, rest string, ok bool) {
 }
 
 // itemName is "collection/name" in lower case: a slice of path, with no
-// allocation, when path is already in lower case (strings.ToLower returns
-// its argument then).
+// allocation, when path is already in lower case.
 func itemName(path, coll, item string) string {
-	return strings.ToLower(path[1 : 1+len(coll)+1+len(item)])
+	return lowerASCII(path[1 : 1+len(coll)+1+len(item)])
 }
 
 func isName(s string) bool {
@@ -157,7 +156,27 @@ func Key(path, rawQuery, defaultAPIVersion string) string {
 			rawQuery += "&" + v
 		}
 	}
-	return strings.ToLower(path) + "?" + rawQuery
+	return lowerASCII(path) + "?" + rawQuery
+}
+
+// lowerASCII folds A-Z only (strings.ToLower would also rewrite other
+// bytes, such as invalid UTF-8); it returns s itself when there is nothing
+// to fold.
+func lowerASCII(s string) string {
+	i := 0
+	for i < len(s) && !('A' <= s[i] && s[i] <= 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if 'A' <= b[i] && b[i] <= 'Z' {
+			b[i] += 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // hasAPIVersion is the proxy's test: a parameter "api-version=" with a value.
