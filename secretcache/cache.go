@@ -334,13 +334,13 @@ func (c *Cache) applyLocked(key, name string, gen, seq uint64, store bool, res R
 			c.removeLocked(old)
 		}
 		if e := c.newEntry(key, name, seq, res, now); e != nil {
-			c.insertLocked(e)
+			c.insertLocked(e, now)
 		}
 	case Refused:
 		c.dropNameLocked(name)
 	case Transient:
 		e := c.liveLocked(key, now)
-		if e == nil {
+		if e == nil || e.seq > seq { // none, or stored by a later fetch
 			return nil, ""
 		}
 		d := res.Diagnosis
@@ -414,7 +414,18 @@ func (c *Cache) liveLocked(key string, now time.Time) *entry {
 	return nil
 }
 
-func (c *Cache) insertLocked(e *entry) {
+// insertLocked stores e, first dropping the least recently used entries
+// that may no longer be served at all (so a secret nobody reads does not
+// stay in memory until evicted), then evicting for MaxBytes.
+func (c *Cache) insertLocked(e *entry, now time.Time) {
+	for back := c.lru.Back(); back != nil; back = c.lru.Back() {
+		dead := back.Value.(*entry)
+		if now.Before(dead.staleUntil) {
+			break
+		}
+		c.removeLocked(dead)
+		c.pruneNameLocked(dead.name)
+	}
 	e.elem = c.lru.PushFront(e)
 	c.entries[e.key] = e
 	c.nameLocked(e.name).keys[e.key] = e

@@ -677,3 +677,16 @@ func BenchmarkHitFromRequest(b *testing.B) {
 		}
 	}
 }
+
+func TestEntriesPastServingAreSweptWhenAnotherIsStored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := New(Options{TTL: time.Minute, StaleIfError: time.Hour})
+		v := newVault(`{"value":"s3cret"}`)
+		get(t, c, v, Normal)
+		time.Sleep(time.Minute + time.Hour)
+		c.Get(t.Context(), "/secrets/other?api-version=7.5", "secrets/other", Normal, v.fetch)
+		if n, b := c.Size(); n != 1 || b != int64(len(`{"value":"s3cret"}`)) {
+			t.Errorf("%d entries, %d bytes; the dead one stays", n, b)
+		}
+	})
+}

@@ -31,8 +31,8 @@ func KeepHeader(name string) (canonical string, ok bool) {
 	return "", false
 }
 
-// Entry is a vault answer as the cache gives it back. Body is shared: the
-// caller must not modify it. Entry's String, GoString and LogValue print
+// Entry is a vault answer as the cache gives it back. Body and Header are
+// shared with other readers: the caller must not modify them. Entry's String, GoString and LogValue print
 // its status and size, never its body, so a stray %v or slog attribute
 // cannot leak a secret.
 type Entry struct {
