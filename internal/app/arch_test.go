@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"auth":         {"kvwire", "metrics"},
 	"proxy":        {"accesspolicy", "clientauth", "diagnose", "kvwire", "metrics", "secretcache"},
 	"clientauth":   nil,
+	"secretcache":  nil,
 	"accesspolicy": nil,
 }
 
