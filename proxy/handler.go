@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"log/slog"
 	"time"
@@ -28,6 +29,8 @@ type requestState struct {
 	ctx *deadlineCtx
 	// subject is the client's verified identity (with client auth).
 	subject string
+	// cache is the secret cache's outcome (hit, miss, …), "" when unused.
+	cache string
 }
 
 // serve applies the request policy, then forwards to the vault.
@@ -53,7 +56,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, checkHost bool) {
 			p.o.Logger.LogAttrs(ctx, slog.LevelDebug, "request",
 				slog.String("method", string(ctx.Method())), slog.String("path", string(path)),
 				slog.Int("status", status), slog.Duration("duration", d),
-				slog.String("vaultRequestId", st.requestID))
+				slog.String("vaultRequestId", st.requestID), slog.String("cache", cmp.Or(st.cache, "-")))
 		}
 		if p.o.OnRequest != nil {
 			p.record(ctx, &st, start, status, d)

@@ -16,6 +16,7 @@ import (
 	"github.com/kvproxy/kvproxy/clientauth"
 	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
+	"github.com/kvproxy/kvproxy/secretcache"
 )
 
 // TokenSource hands out the access token to inject; *auth.Cache satisfies
@@ -77,6 +78,9 @@ type Options struct {
 	// Policy returns the access policy in force (with ClientAuth; nil
 	// denies everything).
 	Policy func() *accesspolicy.Policy
+	// Cache, when set, answers reads of single items from memory
+	// (KVPROXY_CACHE_TTL); see package secretcache.
+	Cache *secretcache.Cache
 	// OnRequest, when set, receives one record per request, refusals
 	// included (the audit log).
 	OnRequest func(RequestRecord)

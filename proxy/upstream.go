@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"math/rand/v2"
 	"net/http"
@@ -60,21 +61,39 @@ func newHostClient(o Options) *fasthttp.HostClient {
 	}
 }
 
-// forward sends the request to the vault, injecting the token, retrying
-// what is safe to retry, and answers the client. The vault's answer is read
-// straight into the client's response.
+// forward sends the request to the vault and answers the client: through
+// the secret cache for a cacheable read when the cache is on, else
+// straight, with the vault's answer read into the client's response.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
-	tctx := st.ctx
-	deadline := tctx.deadline
-	tok, err := p.o.Tokens.Token(tctx)
-	if err != nil {
-		p.fail(ctx, st, tokenFailure{err})
-		return
+	if p.o.Cache != nil {
+		if name, ok := cacheable(ctx); ok {
+			p.forwardCached(ctx, st, name)
+			return
+		}
 	}
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	p.buildRequest(ctx, req)
-	resp := &ctx.Response
+	if err := p.exchange(st.ctx, st.ctx.deadline, st, req, &ctx.Response); err != nil {
+		ctx.Response.Reset()
+		p.fail(ctx, st, err)
+		return
+	}
+	if p.o.Cache != nil {
+		p.invalidate(ctx)
+	}
+	p.respond(ctx, st)
+}
+
+// exchange sends req to the vault, injecting the token and retrying what
+// is safe to retry, until deadline, and reads the final answer into resp;
+// st records the token sent and the 401's challenge. An error means no
+// answer (no token, the vault unreachable or too slow).
+func (p *Proxy) exchange(tctx context.Context, deadline time.Time, st *requestState, req *fasthttp.Request, resp *fasthttp.Response) error {
+	tok, err := p.o.Tokens.Token(tctx)
+	if err != nil {
+		return tokenFailure{err}
+	}
 	renewed, retries := false, 0 // a 401 renewal does not use up KVPROXY_RETRY_MAX
 	for {
 		resp.Reset()
@@ -84,9 +103,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
 		err := p.client.DoDeadline(req, resp, deadline)
 		p.o.Metrics.ObserveUpstream(time.Since(start).Seconds())
 		if err != nil {
-			resp.Reset()
-			p.fail(ctx, st, err)
-			return
+			return err
 		}
 		status := resp.StatusCode()
 		if status == fasthttp.StatusUnauthorized {
@@ -99,8 +116,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
 			renewed = true
 			next, rerr := p.o.Tokens.Renew(tctx, tok.Token, st.challenge)
 			if rerr != nil {
-				p.respond(ctx, st) // diagnose the vault's 401 as it is
-				return
+				return nil // diagnose the vault's 401 as it is
 			}
 			p.countRetry(retryUnauthorized)
 			tok = next
@@ -109,8 +125,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
 			wait := p.retryWait(string(resp.Header.Peek("Retry-After")), retries)
 			retries++
 			if time.Now().Add(wait).After(deadline) {
-				p.respond(ctx, st) // no time left to wait: the client gets the 429/503
-				return
+				return nil // no time left to wait: the client gets the 429/503
 			}
 			reason := retryThrottled
 			if status == fasthttp.StatusServiceUnavailable {
@@ -119,15 +134,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, st *requestState) {
 			p.countRetry(reason)
 			select {
 			case <-tctx.Done():
-				resp.Reset()
-				p.fail(ctx, st, tctx.Err())
-				return
+				return tctx.Err()
 			case <-time.After(wait):
 			}
 			continue
 		}
-		p.respond(ctx, st)
-		return
+		return nil
 	}
 }
 

@@ -53,6 +53,9 @@ func runDev(ctx context.Context, args []string, environ map[string]string, stdou
 	env["KVPROXY_TOKEN_SCOPE"] = "https://vault.azure.net/.default"
 	env["KVPROXY_CREDENTIAL"] = config.CredentialManagedIdentity
 	env["IDENTITY_ENDPOINT"] = idURL
+	if _, ok := env["KVPROXY_CACHE_TTL"]; !ok {
+		env["KVPROXY_CACHE_TTL"] = "30s" // the playground shows the secret cache (X-Cache)
+	}
 	if _, ok := env["KVPROXY_LOG_FORMAT"]; !ok {
 		env["KVPROXY_LOG_FORMAT"] = "text"
 	}
@@ -80,7 +83,7 @@ kvproxy dev: a local playground. Nothing here talks to Azure.
   admin                   %s  (/healthz /readyz /metrics)
 
 Try:
-  %[5]s -H 'Metadata: true' %[6]s/secrets/db-password
+  %[5]s -i -H 'Metadata: true' %[6]s/secrets/db-password      # twice: X-Cache MISS, then HIT with Age
   %[5]s -H 'Metadata: true' -X PUT -H 'Content-Type: application/json' -d '{"value":"s3cret"}' %[6]s/secrets/my-secret
   %[5]s -H 'Metadata: true' '%[6]s/secrets?maxresults=5'
   %[5]s %[6]s/secrets/db-password                      # refused: no Metadata header

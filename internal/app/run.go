@@ -26,6 +26,7 @@ import (
 	"github.com/kvproxy/kvproxy/kvwire"
 	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/proxy"
+	"github.com/kvproxy/kvproxy/secretcache"
 )
 
 // Deps are the parts Run builds itself unless given (tests and `kvproxy dev`
@@ -79,6 +80,10 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		RootCAs: d.RootCAs, AllowedHosts: cfg.AllowedHosts,
 		Metrics: m, Logger: logger.With(slog.String("component", "proxy")),
 	}
+	if cfg.CacheTTL > 0 {
+		po.Cache = secretcache.New(secretcache.Options{TTL: cfg.CacheTTL, StaleIfError: cfg.CacheStaleIfError,
+			MaxBytes: cfg.CacheMaxBytes, Observer: metrics.NewCacheMetrics(reg)})
+	}
 	svc.proxyOptions(&po)
 	p, err := proxy.New(po)
 	if err != nil {
@@ -121,7 +126,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		slog.String("identity", pt.credDesc), slog.String("scope", pt.scope), slog.Bool("scopeExplicit", pt.explicitScope),
 		slog.Bool("readOnly", cfg.ReadOnly), slog.Bool("requireMetadataHeader", cfg.RequireMetadataHeader),
 		slog.Duration("refreshBefore", cfg.RefreshBefore), slog.Duration("upstreamTimeout", cfg.UpstreamTimeout),
-		slog.Bool("tls", svc.certs != nil), slog.String("clientAuth", cfg.ClientAuth), slog.Bool("auditLog", cfg.AuditLog))
+		slog.Duration("cacheTTL", cfg.CacheTTL), slog.Bool("tls", svc.certs != nil), slog.String("clientAuth", cfg.ClientAuth), slog.Bool("auditLog", cfg.AuditLog))
 	for _, w := range cfg.Warnings() {
 		logger.Warn("weakened default: " + w)
 	}

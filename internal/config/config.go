@@ -76,6 +76,9 @@ type Config struct {
 	RetryMaxWait             time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
 	TokenRetryInterval       time.Duration `env:"KVPROXY_TOKEN_RETRY_INTERVAL" envDefault:"1s" desc:"What requests may make the credential do: after a failed token fetch, at most one request per interval starts another; a token the vault rejected (401) is renewed at most once per interval."`
 	DisableInstanceDiscovery bool          `env:"KVPROXY_DISABLE_INSTANCE_DISCOVERY" envDefault:"false" desc:"Skip Microsoft Entra instance discovery for workload identity and client secret: needed when AZURE_AUTHORITY_HOST is a private or disconnected cloud's authority."`
+	CacheTTL                 time.Duration `env:"KVPROXY_CACHE_TTL" envDefault:"0" desc:"How long a read of one secret, key or certificate is served from memory without asking the vault; 0 turns the cache off. See the README's secret cache section."`
+	CacheStaleIfError        time.Duration `env:"KVPROXY_CACHE_STALE_IF_ERROR" envDefault:"24h" desc:"Past the TTL, how long an entry may still be served (X-Cache: STALE) when the vault cannot answer (unreachable, timeout, 5xx, 429 after retries) or no token can be had. Never after the vault refused the item."`
+	CacheMaxBytes            int64         `env:"KVPROXY_CACHE_MAX_BYTES" envDefault:"16777216" desc:"Memory bound for cached bodies; least recently used entries go first."`
 	TLSCertFile              string        `env:"KVPROXY_TLS_CERT_FILE" desc:"Serve the proxy listener over TLS 1.2+ with this certificate (PEM, chain included); re-read when it changes (cert-manager rotates it). Set with KVPROXY_TLS_KEY_FILE."`
 	TLSKeyFile               string        `env:"KVPROXY_TLS_KEY_FILE" desc:"The private key (PEM) of KVPROXY_TLS_CERT_FILE."`
 	ClientAuth               string        `env:"KVPROXY_CLIENT_AUTH" envDefault:"none" desc:"none, or kubernetes: every client sends its projected ServiceAccount token (Authorization: Bearer), verified against KVPROXY_CLIENT_AUTH_ISSUER, and KVPROXY_ACCESS_POLICY_FILE decides what its subject may do."`
@@ -248,6 +251,15 @@ func (c *Config) validate(failed map[string]bool) []string {
 		add("KVPROXY_RETRY_MAX: %d must be between 0 and 10", c.RetryMax)
 	}
 	c.validateService(add)
+	if !failed["KVPROXY_CACHE_TTL"] && (c.CacheTTL < 0 || c.CacheTTL > 24*time.Hour) {
+		add("KVPROXY_CACHE_TTL: %q must be between 0 (off) and 24h", c.CacheTTL.String())
+	}
+	if !failed["KVPROXY_CACHE_STALE_IF_ERROR"] && (c.CacheStaleIfError < 0 || c.CacheStaleIfError > 30*24*time.Hour) {
+		add("KVPROXY_CACHE_STALE_IF_ERROR: %q must be between 0 and 720h", c.CacheStaleIfError.String())
+	}
+	if !failed["KVPROXY_CACHE_MAX_BYTES"] && (c.CacheMaxBytes < 64<<10 || c.CacheMaxBytes > 4<<30) {
+		add("KVPROXY_CACHE_MAX_BYTES: %d must be between 65536 and 4294967296", c.CacheMaxBytes)
+	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		add("KVPROXY_LOG_LEVEL: %v", err)
 	}
