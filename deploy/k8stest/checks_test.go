@@ -180,7 +180,9 @@ func checkValueType(t *testing.T, where string, v configVariable, value string) 
 	case "time.Duration":
 		var d time.Duration
 		d, err = time.ParseDuration(value)
-		if err == nil && d <= 0 {
+		// Every duration must be positive, but a zero default means off
+		// (KVPROXY_CACHE_TTL=0): zero is fine where the default is zero.
+		if zero, _ := time.ParseDuration(v.Default); err == nil && d <= 0 && !(d == 0 && v.Default != "" && zero == 0) {
 			t.Errorf("%s: %s = %q must be positive", where, v.Name, value)
 		}
 	case "bool":

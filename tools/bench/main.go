@@ -103,6 +103,22 @@ func main() {
 	idURL, err := ids.Start("127.0.0.1:0")
 	check(err)
 	defer ids.Close()
+	kvEnv := func(listen, admin int, extra ...string) []string {
+		return append(append(os.Environ(),
+			"KVPROXY_VAULT_URL="+fmt.Sprintf("https://127.0.0.1:%d", upPort),
+			"KVPROXY_TOKEN_SCOPE=https://vault.azure.net/.default",
+			"KVPROXY_CREDENTIAL=managed-identity",
+			"IDENTITY_ENDPOINT="+idURL, "IDENTITY_HEADER=bench",
+			fmt.Sprintf("KVPROXY_LISTEN_ADDR=127.0.0.1:%d", listen),
+			fmt.Sprintf("KVPROXY_ADMIN_ADDR=127.0.0.1:%d", admin),
+			"KVPROXY_LOG_LEVEL=info", "SSL_CERT_FILE="+caFile), extra...)
+	}
+	kvcPort, kvcAdmin := freePort(), freePort()
+	kvc := exec.Command(*kv)
+	kvc.Env = kvEnv(kvcPort, kvcAdmin, "KVPROXY_CACHE_TTL=1h")
+	check(kvc.Start())
+	defer func() { kvc.Process.Signal(syscall.SIGTERM); kvc.Wait() }() //nolint:errcheck
+	waitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", kvcAdmin))
 	kvp := exec.Command(*kv)
 	kvp.Env = append(os.Environ(),
 		"KVPROXY_VAULT_URL="+fmt.Sprintf("https://127.0.0.1:%d", upPort),
@@ -125,6 +141,7 @@ func main() {
 		{"direct", fmt.Sprintf("https://127.0.0.1:%d%s", upPort, path), func() []int { return nil }},
 		{"nginx", fmt.Sprintf("http://127.0.0.1:%d%s", nxPort, path), nginx.workers},
 		{"kvproxy", fmt.Sprintf("http://127.0.0.1:%d%s", kvPort, path), func() []int { return []int{kvp.Process.Pid} }},
+		{"kvproxy-cached", fmt.Sprintf("http://127.0.0.1:%d%s", kvcPort, path), func() []int { return []int{kvc.Process.Pid} }},
 	}
 	// Idle RSS in real mode: after a few hundred requests, before any load.
 	for range 300 {
@@ -180,10 +197,13 @@ func main() {
 	for _, t := range targets {
 		l := lat[t.name]
 		added := [2]string{"–", "–"}
-		if t.name != "direct" {
+		if t.name != "direct" && t.name != "kvproxy-cached" {
 			added = [2]string{fmt.Sprintf("%.3f", l[0]-d[0]), fmt.Sprintf("%.3f", l[1]-d[1])}
 		}
 		fmt.Printf("| %s | %.3f | %.3f | %s | %s |\n", t.name, l[0], l[1], added[0], added[1])
+	}
+	if dm, cm := median(results["direct"]), median(results["kvproxy-cached"]); dm.rps > 0 {
+		fmt.Printf("\ncached reads through kvproxy / direct TLS reads: %.2f× throughput (p50 %.2f ms, p99 %.2f ms)\n", cm.rps/dm.rps, cm.p50, cm.p99)
 	}
 	kl, nl := lat["kvproxy"], lat["nginx"]
 	if nl[1]-d[1] > 0 {
