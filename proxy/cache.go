@@ -5,6 +5,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -56,14 +57,23 @@ func hasDirective(v []byte, d string) bool {
 func (p *Proxy) forwardCached(ctx *fasthttp.RequestCtx, st *requestState, name string) {
 	path, query, _ := cutQuery(ctx.Request.Header.RequestURI())
 	key := secretcache.Key(string(path), string(query), p.o.APIVersion)
-	// The fetch may run after this request is answered (a refresh ahead of
-	// the TTL), when fasthttp has reused ctx: it gets a request of its own,
-	// built now.
-	req := new(fasthttp.Request)
-	p.buildRequest(ctx, req)
+	// The fetch gets a request of its own, built from ctx only while ctx is
+	// this request's: during Get, or before this request is answered when
+	// the fetch may go on after it (a refresh ahead of the TTL), since
+	// fasthttp then reuses ctx. A hit builds nothing.
+	var once sync.Once
+	var req *fasthttp.Request
+	build := func() {
+		req = new(fasthttp.Request)
+		p.buildRequest(ctx, req)
+	}
 	a, err := p.o.Cache.Get(st.ctx, key, name, cacheMode(&ctx.Request.Header), func(fctx context.Context) (secretcache.Result, error) {
+		once.Do(build)
 		return p.fetchForCache(fctx, req)
 	})
+	if a.Background {
+		once.Do(build)
+	}
 	st.cache = a.Outcome.String()
 	if err != nil {
 		p.fail(ctx, st, err)

@@ -120,3 +120,30 @@ func TestCacheStaleIfErrorNeverServesARefusedSecret(t *testing.T) {
 		t.Fatalf("a secret the vault refused was served from cache (%q)", resp.Header.Get(HeaderCache))
 	}
 }
+
+// Refreshes ahead of the TTL run after the read that started them was
+// answered, while fasthttp reuses that read's request for the next one on
+// the connection: under -race this catches a fetch reading a reused request.
+// Reads keep being answered from memory, and the vault sees about one read
+// per refresh period.
+func TestCacheRefreshAheadUnderLoad(t *testing.T) {
+	e := cachedSetup(t, 400*time.Millisecond)
+	deadline := time.Now().Add(2 * time.Second)
+	reads := 0
+	for n := 0; time.Now().Before(deadline) && n < 100000; n++ {
+		resp, body := e.do(t, "GET", "/secrets/db-password", nil, "x-ms-client-request-id", "r-"+strings.Repeat("x", n%7))
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "correct-horse") {
+			t.Fatalf("read %d: %d %s", n, resp.StatusCode, body)
+		}
+		reads++
+	}
+	vault := len(e.vault.Requests())
+	if vault < 2 || vault > 12 {
+		t.Errorf("%d reads in 2s made %d vault reads; want a refresh per 320ms or so", reads, vault)
+	}
+	for _, r := range e.vault.Requests() {
+		if r.Path != "/secrets/db-password" || r.RawQuery != "api-version=7.5" {
+			t.Errorf("a refresh sent %s?%s", r.Path, r.RawQuery)
+		}
+	}
+}

@@ -196,10 +196,12 @@ func (c *Cache) Get(ctx context.Context, key, name string, mode Mode, fetch Fetc
 	e := c.liveLocked(key, now)
 	if e != nil && now.Before(e.freshUntil) {
 		c.lru.MoveToFront(e.elem)
+		bg := false
 		if now.Compare(e.refreshAt) >= 0 && c.mayRetryLocked(e, now) {
 			c.startLocked(ctx, e, fetch)
+			bg = true
 		}
-		a := Answer{Entry: e.Entry, Outcome: Hit, Age: now.Sub(e.StoredAt)}
+		a := Answer{Entry: e.Entry, Outcome: Hit, Age: now.Sub(e.StoredAt), Background: bg}
 		c.mu.Unlock()
 		c.observe(Hit)
 		return a, nil
@@ -207,10 +209,12 @@ func (c *Cache) Get(ctx context.Context, key, name string, mode Mode, fetch Fetc
 	if e != nil && e.failing {
 		// The vault was failing for this key: answer from memory at once.
 		c.lru.MoveToFront(e.elem)
+		bg := false
 		if c.mayRetryLocked(e, now) {
 			c.startLocked(ctx, e, fetch)
+			bg = true
 		}
-		a := Answer{Entry: e.Entry, Outcome: Stale, Age: now.Sub(e.StoredAt), Diagnosis: e.diagnosis}
+		a := Answer{Entry: e.Entry, Outcome: Stale, Age: now.Sub(e.StoredAt), Diagnosis: e.diagnosis, Background: bg}
 		c.mu.Unlock()
 		c.observe(Stale)
 		return a, nil
@@ -225,7 +229,7 @@ func (c *Cache) Get(ctx context.Context, key, name string, mode Mode, fetch Fetc
 	})
 	select {
 	case <-ctx.Done():
-		return Answer{Outcome: Miss}, ctx.Err()
+		return Answer{Outcome: Miss, Background: true}, ctx.Err()
 	case r := <-ch:
 		f := r.Val.(*flown)
 		out := Coalesced

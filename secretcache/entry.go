@@ -95,6 +95,11 @@ type Answer struct {
 	// Diagnosis is the code of the failure that made a Stale answer stale,
 	// for X-Kvproxy-Diagnosis.
 	Diagnosis string
+	// Background is true when the fetch this Get passed may run, or still
+	// be running, after Get returned (a refresh ahead, a retry of a failing
+	// key, or a fetch the caller stopped waiting for): whatever it reads
+	// of the caller's request must be taken before the caller moves on.
+	Background bool
 }
 
 func (a Answer) String() string {
