@@ -205,6 +205,19 @@ func TestUnixSocketListener(t *testing.T) {
 		if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o660 {
 			t.Errorf("socket mode %v, want a socket with permissions 0660", fi.Mode())
 		}
+		// A second instance on the live socket exits naming it; the first
+		// keeps serving.
+		f2 := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})
+		second := launch(t, f2.env(map[string]string{"KVPROXY_LISTEN_ADDR": "unix://" + sock}))
+		if code, ok := second.wait(20 * time.Second); !ok || code == 0 {
+			t.Errorf("a second instance on a live socket: exit %v code %d, want non-zero", ok, code)
+		}
+		if s := second.stderr.String(); !strings.Contains(s, sock) {
+			t.Errorf("the second instance does not name the socket:\n%s", s)
+		}
+		if got := decodeSecret(t, p.get(t, "/secrets/db-password")).Value; got != seededValue {
+			t.Errorf("the first instance stopped serving: %q", got)
+		}
 		p.signal(t, syscall.SIGTERM)
 		if code, ok := p.wait(10 * time.Second); !ok || code != 0 {
 			t.Fatalf("exit %v code %d", ok, code)

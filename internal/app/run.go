@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -178,32 +176,6 @@ func serve(s *http.Server, ln net.Listener) error {
 		return err
 	}
 	return nil
-}
-
-// listen opens a TCP listener, or a unix socket for unix:///path: a stale
-// socket file is replaced, and the socket is made 0660.
-func listen(addr string) (net.Listener, error) {
-	path, ok := config.UnixSocketPath(addr)
-	if !ok {
-		return net.Listen("tcp", addr)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("removing stale socket: %w", err)
-		}
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
 }
 
 func addrString(ln net.Listener) string {
