@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -37,6 +38,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, tokenFailure{err}
 	}
 	renewed, retries := false, 0 // a 401 renewal does not use up KVPROXY_RETRY_MAX
+	paused := false              // the one retry of a transient 401 (AKV10046) was made
 	for attempt := 0; ; attempt++ {
 		// A RoundTripper must not modify its request: send a copy.
 		out := req.Clone(ctx)
@@ -57,6 +59,25 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 
 		switch {
+		case resp.StatusCode == http.StatusUnauthorized && !paused && idempotent(req.Method) && transient401(resp):
+			// The vault could not resolve the token's signing key: real
+			// reports show the same token accepted moments later, so send
+			// it again once after a short pause rather than renewing it.
+			// Not counted: no retry reason of kvproxy_upstream_retries_total
+			// fits ("unauthorized" means retried with a renewed token).
+			paused = true
+			if dl, ok := ctx.Deadline(); ok && time.Now().Add(transientPause).After(dl) {
+				return resp, nil
+			}
+			discard(resp)
+			p.o.Logger.DebugContext(ctx, "the vault could not resolve the token's signing key (AKV10046); retrying once",
+				slog.String("method", req.Method), slog.String("path", req.URL.Path))
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(transientPause):
+			}
+			continue
 		case resp.StatusCode == http.StatusUnauthorized && !renewed:
 			// The vault rejected the token: it was revoked, or a claims
 			// challenge (CAE) asks for a new one. Get another and try once.
@@ -90,6 +111,29 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, nil
 	}
+}
+
+// transientPause is the wait before resending a request the vault answered
+// with a transient 401 (AKV10046).
+const transientPause = 500 * time.Millisecond
+
+// maxTransientPeek bounds how much of a 401's body is read to recognise a
+// transient one; AKV10046 starts the message, some 50 bytes in.
+const maxTransientPeek = 512
+
+func idempotent(method string) bool { return method == http.MethodGet || method == http.MethodHead }
+
+// transient401 reports whether a 401's body says AKV10046 (the vault could
+// not resolve the key used for signature validation). It reads at most
+// maxTransientPeek bytes and puts them back in front of the body, so the
+// answer can still be diagnosed and passed on whole.
+func transient401(resp *http.Response) bool {
+	peek, err := io.ReadAll(io.LimitReader(resp.Body, maxTransientPeek))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(peek), resp.Body), resp.Body}
+	return err == nil && bytes.Contains(peek, []byte("AKV10046"))
 }
 
 // retryable: 429 means the vault refused before doing anything, so any

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kvproxy/kvproxy/diagnose"
+)
+
+// akv10046 is the vault's answer when it cannot resolve the token's signing
+// key (Azure-Samples/azuresandbox#188, the JWT header only).
+const akv10046 = `{"error":{"code":"Unauthorized","message":"AKV10046: Unable to resolve the key used for signature validation. EncodedJwtHeader: 'eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsImtpZCI6IkhTMjNiN0RvN1RjYVUxUm9MSHdwSXEyNFZZZyJ9'."}}`
+
+// scripted answers the n-th request (from 0) with answer(n) and counts them.
+func scripted(calls *atomic.Int32, answer func(n int32) (int, string)) roundTripFunc {
+	return func(r *http.Request) (*http.Response, error) {
+		if r.Body != nil {
+			io.Copy(io.Discard, r.Body) //nolint:errcheck
+		}
+		status, body := answer(calls.Add(1) - 1)
+		return &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {"application/json; charset=utf-8"}},
+			Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: r}, nil
+	}
+}
+
+func TestTransient401IsRetriedOnceAfterAPause(t *testing.T) {
+	tests := []struct {
+		name      string
+		method    string
+		answer    func(n int32) (int, string)
+		status    int
+		requests  int32
+		diagnosis string
+	}{
+		{name: "GET succeeds the second time", method: "GET",
+			answer: func(n int32) (int, string) {
+				if n == 0 {
+					return 401, akv10046
+				}
+				return 200, `{"value":"v"}`
+			}, status: 200, requests: 2},
+		{name: "persistent AKV10046 is diagnosed", method: "GET",
+			answer: func(int32) (int, string) { return 401, akv10046 },
+			status: 401, requests: 2, diagnosis: diagnose.TokenRejected},
+		{name: "POST is not resent after a pause", method: "POST",
+			answer: func(int32) (int, string) { return 401, akv10046 },
+			status: 401, requests: 1, diagnosis: diagnose.TokenRejected},
+		{name: "another 401 is not paused for", method: "GET",
+			answer: func(int32) (int, string) {
+				return 401, `{"error":{"code":"Unauthorized","message":"AKV10022: Invalid audience."}}`
+			},
+			status: 401, requests: 1, diagnosis: diagnose.AudienceMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int32
+			e := setup(t, func(o *Options) { o.Transport = scripted(&calls, tt.answer) })
+			start := time.Now()
+			var body io.Reader
+			if tt.method == "POST" {
+				body = strings.NewReader(`{"value":"x"}`)
+			}
+			resp, b := e.do(t, tt.method, "/keys/k/create", body)
+			if resp.StatusCode != tt.status || resp.Header.Get(HeaderDiagnosis) != tt.diagnosis {
+				t.Fatalf("status %d diagnosis %q, want %d %q: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), tt.status, tt.diagnosis, b)
+			}
+			if n := calls.Load(); n != tt.requests {
+				t.Errorf("%d requests reached the vault, want %d", n, tt.requests)
+			}
+			if tt.requests == 2 && time.Since(start) < transientPause {
+				t.Errorf("resent after %v, want a pause of at least %v", time.Since(start), transientPause)
+			}
+			if tt.diagnosis != "" && !strings.Contains(string(b), `"message":"AKV10046`) && strings.Contains(tt.name, "AKV10046") {
+				t.Errorf("the vault's body did not pass through: %s", b)
+			}
+			for _, r := range []string{retryUnauthorized, retryThrottled, retryUnavailable} {
+				if got := testutil.ToFloat64(e.metrics.UpstreamRetries.WithLabelValues(r)); got != 0 {
+					t.Errorf("retries{%s} = %v; the pause retry is not counted", r, got)
+				}
+			}
+		})
+	}
+}
+
+func TestTransient401ReadsABoundedPrefix(t *testing.T) {
+	long := `{"error":{"code":"Unauthorized","message":"` + strings.Repeat("x", 4*maxTransientPeek) + ` AKV10046"}}`
+	resp := &http.Response{Body: io.NopCloser(strings.NewReader(long))}
+	if transient401(resp) {
+		t.Error("AKV10046 found beyond the bounded prefix")
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != long {
+		t.Error("the peeked bytes were not put back")
+	}
+	resp = &http.Response{Body: io.NopCloser(strings.NewReader(akv10046))}
+	if !transient401(resp) {
+		t.Error("AKV10046 not recognised")
+	}
+	if b, _ := io.ReadAll(resp.Body); string(b) != akv10046 {
+		t.Error("the peeked bytes were not put back")
+	}
+}
