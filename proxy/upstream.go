@@ -61,21 +61,30 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		switch {
 		case resp.StatusCode == http.StatusUnauthorized && !paused && idempotent(req.Method) && transient401(resp):
 			// The vault could not resolve the token's signing key: real
-			// reports show the same token accepted moments later, so send
-			// it again once after a short pause rather than renewing it.
-			// Not counted: no retry reason of kvproxy_upstream_retries_total
-			// fits ("unauthorized" means retried with a renewed token).
+			// reports show the same token accepted moments later. Send the
+			// request once more after a short pause, with a renewed token
+			// when the credential has another (this is then the one 401
+			// renewal, counted as such), else with the same one: that
+			// resend is not counted, as no retry reason of
+			// kvproxy_upstream_retries_total fits it.
 			paused = true
 			if dl, ok := ctx.Deadline(); ok && time.Now().Add(transientPause).After(dl) {
 				return resp, nil
 			}
 			discard(resp)
-			p.o.Logger.DebugContext(ctx, "the vault could not resolve the token's signing key (AKV10046); retrying once",
+			p.o.Logger.DebugContext(ctx, "the vault could not resolve the token's signing key (AKV10046); sending the request once more",
 				slog.String("method", req.Method), slog.String("path", req.URL.Path))
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			case <-time.After(transientPause):
+			}
+			if !renewed {
+				renewed = true
+				if next, rerr := p.o.Tokens.Renew(ctx, tok.Token, st.challenge); rerr == nil {
+					p.countRetry(retryUnauthorized)
+					tok = next
+				}
 			}
 			continue
 		case resp.StatusCode == http.StatusUnauthorized && !renewed:

@@ -37,6 +37,8 @@ func TestTransient401IsRetriedOnceAfterAPause(t *testing.T) {
 		status    int
 		requests  int32
 		diagnosis string
+		renewable bool    // the credential has another token
+		counted   float64 // retries{unauthorized}
 	}{
 		{name: "GET succeeds the second time", method: "GET",
 			answer: func(n int32) (int, string) {
@@ -60,7 +62,16 @@ func TestTransient401IsRetriedOnceAfterAPause(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var calls atomic.Int32
-			e := setup(t, func(o *Options) { o.Transport = scripted(&calls, tt.answer) })
+			var tokens []string
+			e := setup(t, func(o *Options) {
+				o.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+					tokens = append(tokens, r.Header.Get("Authorization"))
+					return scripted(&calls, tt.answer)(r)
+				})
+			})
+			if tt.renewable {
+				e.tokens.next = goodToken() + "x"
+			}
 			start := time.Now()
 			var body io.Reader
 			if tt.method == "POST" {
@@ -76,12 +87,16 @@ func TestTransient401IsRetriedOnceAfterAPause(t *testing.T) {
 			if tt.requests == 2 && time.Since(start) < transientPause {
 				t.Errorf("resent after %v, want a pause of at least %v", time.Since(start), transientPause)
 			}
-			if tt.diagnosis != "" && !strings.Contains(string(b), `"message":"AKV10046`) && strings.Contains(tt.name, "AKV10046") {
+			if len(tokens) == 2 && (tokens[0] == tokens[1]) == tt.renewable {
+				t.Errorf("renewable %v, yet the resend carried the same token: %v", tt.renewable, tokens[0] == tokens[1])
+			}
+			if tt.diagnosis == diagnose.TokenRejected && !strings.Contains(string(b), `"message":"AKV10046`) {
 				t.Errorf("the vault's body did not pass through: %s", b)
 			}
+			want := map[string]float64{retryUnauthorized: tt.counted}
 			for _, r := range []string{retryUnauthorized, retryThrottled, retryUnavailable} {
-				if got := testutil.ToFloat64(e.metrics.UpstreamRetries.WithLabelValues(r)); got != 0 {
-					t.Errorf("retries{%s} = %v; the pause retry is not counted", r, got)
+				if got := testutil.ToFloat64(e.metrics.UpstreamRetries.WithLabelValues(r)); got != want[r] {
+					t.Errorf("retries{%s} = %v, want %v (a resend with the same token is not counted)", r, got, want[r])
 				}
 			}
 		})
