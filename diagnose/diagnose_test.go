@@ -361,6 +361,10 @@ func FuzzDiagnose(f *testing.F) {
 		f.Add(c.Status == http.StatusForbidden, c.Header["WWW-Authenticate"], c.Header["x-ms-keyvault-network-info"],
 			c.Header["x-ms-request-id"], c.Body, c.Method+" "+c.Path, c.Vault, c.Identity.TenantID+";"+c.Identity.ObjectID, c.VaultTenantID, int64(0))
 	}
+	for _, c := range loadCorpus(f) {
+		f.Add(c.Status == http.StatusForbidden, c.Headers["WWW-Authenticate"], c.Headers["x-ms-keyvault-network-info"],
+			c.Headers["x-ms-request-id"], c.Body, c.Method+" "+c.Path, c.host(), c.claim("tid")+";"+c.claim("oid"), "", int64(0))
+	}
 	f.Fuzz(func(t *testing.T, forbidden bool, challenge, netInfo, requestID, body, request, vault, identity, vaultTenant string, skew int64) {
 		status := http.StatusUnauthorized
 		if forbidden {
