@@ -156,7 +156,7 @@ func tenantMismatch(d *Diagnosis, in Input, msg, vaultTenant string, challenge k
 		want = expected[0]
 	}
 	if want == "" {
-		want = cmp.Or(vaultTenant, challenge.TenantID)
+		want = cmp.Or(vaultTenant, kvwire.TenantID(challenge.TenantID))
 	}
 	d.ExpectedTenant = want
 	// What the vault says it found is what it judged; the token's own tid
