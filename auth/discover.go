@@ -96,7 +96,8 @@ func NewChallenges(o ChallengeOptions) *Challenges {
 // scope is explicit, the challenge's resource must pass
 // [kvwire.VerifyChallengeScope]; a challenge that fails it is refused whole
 // (its tenant is not learned either), logged at ERROR, and the error says
-// why. It returns the challenge's scope.
+// why. When the scope is explicit and the challenge's scope differs from it,
+// it logs a WARN naming both. It returns the challenge's scope.
 func (c *Challenges) Observe(ch kvwire.Challenge) (string, error) {
 	if ch.Error != "" {
 		return "", nil
@@ -117,9 +118,16 @@ func (c *Challenges) Observe(ch kvwire.Challenge) (string, error) {
 		c.o.Logger.Error("refusing the vault's challenge; no token will be requested for it", slog.String("detail", err.Error()))
 		return "", err
 	}
-	if scope != c.o.Scope && !c.o.ExplicitScope {
+	switch {
+	case scope != c.o.Scope && !c.o.ExplicitScope:
 		c.o.Logger.Warn("the vault's challenge asks for another scope than the one derived from its host; set KVPROXY_TOKEN_SCOPE to use it",
 			slog.String("challengeScope", scope), slog.String("scope", c.o.Scope))
+	case scope != "" && !strings.EqualFold(scope, c.o.Scope) && c.o.ExplicitScope:
+		// KVPROXY_TOKEN_SCOPE wins, but a vault that names another
+		// resource will refuse its tokens (audience-mismatch): say so now,
+		// once per distinct challenge, rather than at the first 401.
+		c.o.Logger.Warn("KVPROXY_TOKEN_SCOPE disagrees with the resource the vault's challenge names; the vault will likely refuse its tokens (audience-mismatch)",
+			slog.String("scope", c.o.Scope), slog.String("challengeScope", scope))
 	}
 	c.o.Logger.Info("vault challenge", slog.String("tenant", ch.TenantID), slog.String("authority", ch.Authority), slog.String("resource", ch.Resource))
 	return scope, nil

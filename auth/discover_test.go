@@ -1,9 +1,11 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -145,5 +147,42 @@ func TestWorkloadIdentityAdvice(t *testing.T) {
 	mi := CredentialOptions{Kind: KindManagedIdentity}
 	if te := mi.Describe(errors.New("dial tcp 169.254.169.254:80: connect: connection refused")); !strings.Contains(te.Detail, "169.254.169.254") {
 		t.Errorf("managed identity advice lost: %s", te.Detail)
+	}
+}
+
+// TestChallengesWarnExplicitScope: an explicit KVPROXY_TOKEN_SCOPE that
+// disagrees with the challenge's resource is logged once, naming both.
+func TestChallengesWarnExplicitScope(t *testing.T) {
+	tests := []struct {
+		name, scope, resource string
+		warn                  bool
+	}{
+		{"vault scope, HSM challenge", "https://vault.azure.net/.default", "https://managedhsm.azure.net", true},
+		{"agreeing", "https://vault.azure.net/.default", "https://vault.azure.net", false},
+		{"agreeing with a trailing slash", "https://vault.azure.net/.default", "https://vault.azure.net/", false},
+		{"no resource", "https://vault.azure.net/.default", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			c := NewChallenges(ChallengeOptions{VaultHost: "contoso.managedhsm.azure.net", Scope: tt.scope, ExplicitScope: true,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+			ch := kvwire.Challenge{Authority: "https://login.microsoftonline.com/t1", TenantID: "t1", Resource: tt.resource}
+			for range 3 {
+				if _, err := c.Observe(ch); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n := strings.Count(logs.String(), "KVPROXY_TOKEN_SCOPE disagrees")
+			switch {
+			case tt.warn && n != 1:
+				t.Fatalf("%d warnings, want 1:\n%s", n, logs.String())
+			case !tt.warn && logs.Len() > 0:
+				t.Fatalf("unexpected log:\n%s", logs.String())
+			}
+			if tt.warn && (!strings.Contains(logs.String(), tt.scope) || !strings.Contains(logs.String(), "https://managedhsm.azure.net/.default")) {
+				t.Errorf("the warning must name both scopes:\n%s", logs.String())
+			}
+		})
 	}
 }

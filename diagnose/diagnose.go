@@ -104,7 +104,9 @@ func Diagnose(in Input) *Diagnosis {
 		RequestID: safe(in.RequestID, idChars, 128),
 		VaultCode: safe(cmp.Or(ve.InnerCode, ve.Code), idChars, 64),
 	}
-	d.Identity.TenantID = safe(d.Identity.TenantID, tenantChars, 256)
+	// A tid that is not a GUID (a placeholder such as XXX, or "common")
+	// names no tenant.
+	d.Identity.TenantID = kvwire.TenantID(d.Identity.TenantID)
 	d.Identity.ObjectID = safe(d.Identity.ObjectID, idChars, 128)
 	d.Identity.AppID = safe(d.Identity.AppID, idChars, 128)
 	if in.Status == http.StatusForbidden {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -74,6 +75,9 @@ func vaultCodes() []string {
 	return out
 }
 
+// fixPlaceholder matches the placeholders a fix may hold.
+var fixPlaceholder = regexp.MustCompile(`<[a-z][a-z-]{0,40}>`)
+
 // diagCheckInvariants holds for every diagnosis.
 func diagCheckInvariants(t *testing.T, d *Diagnosis) {
 	t.Helper()
@@ -88,8 +92,8 @@ func diagCheckInvariants(t *testing.T, d *Diagnosis) {
 			t.Fatalf("%q spans lines", s)
 		}
 	}
-	if strings.ContainsAny(d.Fix, "`;|&<>\\") && !strings.Contains(d.Fix, "<vault-name>") &&
-		!strings.Contains(d.Fix, "<principal-object-id>") && !strings.Contains(d.Fix, "<hsm-name>") {
+	// Placeholders such as <vault-name> are for the reader to replace.
+	if strings.ContainsAny(fixPlaceholder.ReplaceAllString(d.Fix, "x"), "`;|&<>\\") {
 		t.Fatalf("fix %q holds a shell metacharacter", d.Fix)
 	}
 	if _, err := json.Marshal(d); err != nil {
@@ -219,6 +223,12 @@ func TestDiagnoseSuggestRole(t *testing.T) {
 		{"", false, "Key Vault Administrator"},
 		{"Microsoft.KeyVault/managedHsm/keys/unwrap/action", true, "Managed HSM Crypto User"},
 		{"Microsoft.KeyVault/managedHsm/keys/create", true, "Managed HSM Crypto Officer"},
+		{"Microsoft.KeyVault/managedHsm/keys/read/action", true, "Managed HSM Crypto User"},
+		{"Microsoft.KeyVault/managedHsm/keys/release/action", true, "Managed HSM Crypto Service Release User"},
+		{"Microsoft.KeyVault/managedHsm/roleAssignments/read/action", true, "Managed HSM Policy Administrator"},
+		{"Microsoft.KeyVault/managedHsm/roleAssignments/write/action", true, "Managed HSM Policy Administrator"},
+		{"Microsoft.KeyVault/managedHsm/backup/start/action", true, "Managed HSM Backup"},
+		{"Microsoft.KeyVault/managedHsm/securitydomain/download/action", true, "Managed HSM Administrator"},
 	}
 	for _, tt := range tests {
 		if got := suggestRole(tt.action, tt.hsm); got != tt.want {
@@ -350,6 +360,10 @@ func FuzzDiagnose(f *testing.F) {
 		}
 		f.Add(c.Status == http.StatusForbidden, c.Header["WWW-Authenticate"], c.Header["x-ms-keyvault-network-info"],
 			c.Header["x-ms-request-id"], c.Body, c.Method+" "+c.Path, c.Vault, c.Identity.TenantID+";"+c.Identity.ObjectID, c.VaultTenantID, int64(0))
+	}
+	for _, c := range loadCorpus(f) {
+		f.Add(c.Status == http.StatusForbidden, c.Headers["WWW-Authenticate"], c.Headers["x-ms-keyvault-network-info"],
+			c.Headers["x-ms-request-id"], c.Body, c.Method+" "+c.Path, c.host(), c.claim("tid")+";"+c.claim("oid"), "", int64(0))
 	}
 	f.Fuzz(func(t *testing.T, forbidden bool, challenge, netInfo, requestID, body, request, vault, identity, vaultTenant string, skew int64) {
 		status := http.StatusUnauthorized

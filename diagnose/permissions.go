@@ -19,7 +19,18 @@ func suggestRole(action string, hsm bool) string {
 		crypto = true
 	}
 	if hsm {
-		if crypto {
+		// Managed HSM local RBAC built-in roles
+		// (learn.microsoft.com/azure/key-vault/managed-hsm/built-in-roles).
+		switch {
+		case strings.Contains(a, "/roleassignments/") || strings.Contains(a, "/roledefinitions/"):
+			return "Managed HSM Policy Administrator"
+		case strings.Contains(a, "/securitydomain/"):
+			return "Managed HSM Administrator"
+		case strings.Contains(a, "/backup/") || strings.Contains(a, "/restore/"):
+			return "Managed HSM Backup"
+		case last == "release":
+			return "Managed HSM Crypto Service Release User"
+		case crypto:
 			return "Managed HSM Crypto User"
 		}
 		return "Managed HSM Crypto Officer"

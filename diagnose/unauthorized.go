@@ -11,9 +11,19 @@ import (
 )
 
 var (
-	urlRe      = regexp.MustCompile(`https?://[^\s,'"]+`)
-	audienceRe = regexp.MustCompile(`(?i)expected:?\s+(\S{1,300}?),?\s+found:?\s+(\S{1,300})`)
+	urlRe = regexp.MustCompile(`https?://[^\s,'"]+`)
+	// audienceRe reads AKV10022's "Expected <aud>[ or <app id>], found: <aud>".
+	audienceRe = regexp.MustCompile(`(?i)expected:?\s+([^\r\n]{1,600}?),?\s+found:?\s+(\S{1,300})`)
+	// hsmAudienceRe reads Managed HSM's "Found token with aud=<aud>, but
+	// expected aud=<aud>" (no AKV code).
+	hsmAudienceRe = regexp.MustCompile(`(?i)found token with aud=(\S{1,300}?),?\s+but expected aud=(\S{1,300})`)
+	// jwtHeaderRe finds the header AKV10046 quotes.
+	jwtHeaderRe = regexp.MustCompile(`EncodedJwtHeader:\s*'?([A-Za-z0-9_\-=]{8,1000})`)
 )
+
+// keyVaultAppID is Key Vault's first-party application id; AKV10022 names
+// it beside https://vault.azure.net as an accepted audience.
+const keyVaultAppID = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"
 
 // microsoftTenants are Microsoft's own tenants, which Key Vault lists
 // among the issuers it accepts after the vault's tenant (AKV10032).
@@ -40,60 +50,105 @@ func unauthorized(d *Diagnosis, in Input, ve kvwire.VaultError) {
 	}
 	challenge := in.Challenge
 	// The vault's tenant: learned from its verified challenge, else named
-	// by this answer's own challenge.
-	vaultTenant := safe(cmp.Or(in.VaultTenantID, challenge.TenantID), tenantChars, 256)
-	if genericTenant(vaultTenant) {
-		vaultTenant = ""
+	// by this answer's own challenge; a placeholder names none.
+	vaultTenant := kvwire.TenantID(cmp.Or(kvwire.TenantID(in.VaultTenantID), challenge.TenantID))
+	has := func(subs ...string) bool {
+		for _, s := range subs {
+			if strings.Contains(lmsg, s) {
+				return true
+			}
+		}
+		return false
 	}
-	isExpired := strings.Contains(lmsg, "expired") || strings.Contains(lmsg, "idx10223") || strings.Contains(lmsg, "lifetime validation failed")
-	notYet := strings.Contains(lmsg, "not yet valid") || strings.Contains(lmsg, "notyetvalid") ||
-		strings.Contains(lmsg, "not valid yet") || strings.Contains(lmsg, "idx10222")
-	specific := strings.Contains(lmsg, "akv10000") || strings.Contains(lmsg, "akv10046") ||
+	// Messages are read by meaning: the same cause has carried an AKV
+	// code, an IdentityModel code (IDX…), an S2S code with a bracketed
+	// reason, or plain words, depending on the service's version.
+	isExpired := has("expired", "idx10223", "lifetime validation failed")
+	notYet := has("not yet valid", "notyetvalid", "not valid yet", "idx10222")
+	noToken := has("akv10000", "missing a bearer", "bearer or pop token is missing") ||
+		// An answer of nothing but the challenge is how vaults (2018) and
+		// Managed HSMs answer a request that carries no token.
+		strings.TrimSpace(msg) == "" && !ve.JSON && challenge.Error == "" && (challenge.Resource != "" || challenge.Scope != "")
+	specific := noToken || has("akv10046", "s2s12005", "bearerreadaccesstokenfailed") ||
 		strings.EqualFold(challenge.Error, "insufficient_claims")
 	switch {
-	case strings.Contains(lmsg, "akv10032") || strings.Contains(lmsg, "invalid issuer"):
-		tenantMismatch(d, msg, vaultTenant, challenge)
-	case strings.Contains(lmsg, "akv10022") || strings.Contains(lmsg, "invalid audience"):
+	case has("akv10032", "invalid issuer"):
+		tenantMismatch(d, in, msg, vaultTenant, challenge)
+	case has("akv10022", "invalid audience") || hsmAudienceRe.MatchString(msg):
 		audienceMismatch(d, in, msg, challenge)
 	case notYet:
 		notYetValid(d, in, now)
 	case isExpired:
 		expired(d, in, now, true)
 	case specific:
-		rejected(d, msg, challenge)
+		rejected(d, msg, challenge, noToken)
 	case !in.Token.ExpiresAt.IsZero() && in.Token.ExpiresAt.Before(now):
 		expired(d, in, now, false)
 	case !in.Token.NotBefore.IsZero() && in.Token.NotBefore.After(now):
 		notYetValid(d, in, now)
+	case wrongAudience(in, challenge):
+		audienceMismatch(d, in, msg, challenge)
 	case vaultTenant != "" && d.Identity.TenantID != "" && !strings.EqualFold(vaultTenant, d.Identity.TenantID):
-		tenantMismatch(d, msg, vaultTenant, challenge)
+		tenantMismatch(d, in, msg, vaultTenant, challenge)
 	default:
-		rejected(d, msg, challenge)
+		rejected(d, msg, challenge, false)
 	}
 }
 
-func tenantMismatch(d *Diagnosis, msg, vaultTenant string, challenge kvwire.Challenge) {
+// expectedResource is the audience the vault wants: its challenge's
+// resource, else the one its host's cloud and kind (vault or Managed HSM)
+// take; "" when neither says.
+func expectedResource(in Input, challenge kvwire.Challenge) string {
+	if s, err := challenge.TokenScope(); err == nil {
+		return kvwire.ResourceFromScope(s)
+	}
+	if s, ok := kvwire.LookupHost(in.Vault); ok {
+		return s.Resource()
+	}
+	return ""
+}
+
+// wrongAudience reports whether the token's aud claim is for another
+// resource than the vault's challenge (or host) asks for. Key Vault also
+// accepts its application id as the audience.
+func wrongAudience(in Input, challenge kvwire.Challenge) bool {
+	aud := strings.TrimSuffix(strings.TrimSpace(in.Token.Audience), "/")
+	want := strings.TrimSuffix(expectedResource(in, challenge), "/")
+	if aud == "" || want == "" || strings.EqualFold(aud, want) {
+		return false
+	}
+	return !(strings.EqualFold(aud, keyVaultAppID) && !strings.Contains(strings.ToLower(want), "managedhsm"))
+}
+
+func tenantMismatch(d *Diagnosis, in Input, msg, vaultTenant string, challenge kvwire.Challenge) {
 	d.Code = TenantMismatch
 	var expected []string
 	found := ""
 	if i := lastIndexFold(msg, "found"); i >= 0 {
 		for _, u := range urlRe.FindAllString(msg[:i], 20) {
-			if t := kvwire.TenantFromAuthority(u); t != "" {
+			if t := kvwire.TenantID(kvwire.TenantFromAuthority(u)); t != "" {
 				expected = append(expected, t)
 			}
 		}
 		if u := urlRe.FindString(msg[i:]); u != "" {
-			found = kvwire.TenantFromAuthority(strings.TrimRight(u, "."))
+			found = kvwire.TenantID(kvwire.TenantFromAuthority(strings.TrimRight(u, ".")))
 		}
+	}
+	// Key Vault lists the vault's tenant first and Microsoft's own after
+	// it. When every tenant it lists is Microsoft's, the vault is
+	// Microsoft's: the URL names a vault that is not the caller's.
+	microsoftOnly := len(expected) > 0
+	for _, t := range expected {
+		microsoftOnly = microsoftOnly && microsoftTenants[t]
 	}
 	want := ""
 	for _, t := range expected {
-		if vaultTenant != "" && strings.EqualFold(t, vaultTenant) {
+		if vaultTenant != "" && t == vaultTenant {
 			want = t
 		}
 	}
 	for _, t := range expected {
-		if want == "" && !microsoftTenants[strings.ToLower(t)] {
+		if want == "" && !microsoftTenants[t] {
 			want = t
 		}
 	}
@@ -101,18 +156,28 @@ func tenantMismatch(d *Diagnosis, msg, vaultTenant string, challenge kvwire.Chal
 		want = expected[0]
 	}
 	if want == "" {
-		want = vaultTenant
-	}
-	if want == "" {
-		if t := challenge.TenantID; !genericTenant(t) {
-			want = t
-		}
+		want = cmp.Or(vaultTenant, kvwire.TenantID(challenge.TenantID))
 	}
 	d.ExpectedTenant = want
 	// What the vault says it found is what it judged; the token's own tid
 	// agrees with it except when the vault saw another token than we think.
 	d.ActualTenant = cmp.Or(found, d.Identity.TenantID)
-	fix := "Use an identity from the vault's tenant: set AZURE_TENANT_ID to it for a multi-tenant app registration, or federate the workload identity with an app registered there (a managed identity cannot cross tenants)."
+	if microsoftOnly {
+		host := "the vault URL names a vault that is not yours"
+		if h := safe(kvwire.HostOnly(in.Vault), urlChars, 300); h != "" {
+			host = h + " is most likely not your vault"
+		}
+		tenants := strings.Join(expected, ", ")
+		from := ""
+		if d.ActualTenant != "" {
+			from = " and the token was issued in tenant " + d.ActualTenant
+		}
+		d.Detail = fmt.Sprintf("The vault accepts only tokens of Microsoft's own tenants (%s)%s: %s "+
+			"(a typo in its name, or an unset template variable such as \"undefined\"). Check KVPROXY_VAULT_URL; only if this is the vault you mean, use an identity from tenant %s (AZURE_TENANT_ID=%s for a multi-tenant app registration).",
+			tenants, from, host, want, want)
+		return
+	}
+	fix := "Use an identity from the vault's tenant: set AZURE_TENANT_ID to it for a multi-tenant app registration, or federate the workload identity with an app registered there (a managed identity cannot cross tenants). If the vault should be in your tenant, check KVPROXY_VAULT_URL."
 	if want != "" {
 		fix = fmt.Sprintf("Use an identity from tenant %s: set AZURE_TENANT_ID=%s for a multi-tenant app registration, or federate the workload identity with an app registered there (a managed identity cannot cross tenants).", want, want)
 	}
@@ -130,12 +195,22 @@ func tenantMismatch(d *Diagnosis, msg, vaultTenant string, challenge kvwire.Chal
 
 func audienceMismatch(d *Diagnosis, in Input, msg string, challenge kvwire.Challenge) {
 	d.Code = AudienceMismatch
-	if m := audienceRe.FindStringSubmatch(msg); m != nil {
-		d.ExpectedAudience = safe(strings.TrimRight(m[1], ",."), urlChars, 300)
+	if m := hsmAudienceRe.FindStringSubmatch(msg); m != nil {
+		d.ActualAudience = safe(strings.TrimRight(m[1], ",."), urlChars, 300)
+		d.ExpectedAudience = safe(strings.TrimRight(m[2], ",.)"), urlChars, 300)
+	} else if m := audienceRe.FindStringSubmatch(msg); m != nil {
+		// "Expected https://vault.azure.net or cfa8b339-…": the first
+		// that is a URL is the one to ask for.
+		for _, e := range strings.Split(m[1], " or ") {
+			if e = strings.TrimRight(strings.TrimSpace(e), ",."); strings.Contains(e, "://") {
+				d.ExpectedAudience = safe(e, urlChars, 300)
+				break
+			}
+		}
 		d.ActualAudience = safe(strings.TrimSuffix(m[2], "."), urlChars, 300)
 	}
 	if d.ExpectedAudience == "" {
-		d.ExpectedAudience = safe(strings.TrimSuffix(cmp.Or(challenge.Resource, challenge.Scope), "/.default"), urlChars, 300)
+		d.ExpectedAudience = safe(expectedResource(in, challenge), urlChars, 300)
 	}
 	if host := kvwire.HostOnly(in.Vault); d.ExpectedAudience == "" && !kvwire.IsIP(host) {
 		// The vault's parent domain: myvault.vault.azure.net → https://vault.azure.net.
@@ -144,17 +219,24 @@ func audienceMismatch(d *Diagnosis, in Input, msg string, challenge kvwire.Chall
 		}
 	}
 	if d.ActualAudience == "" {
+		d.ActualAudience = safe(in.Token.Audience, urlChars, 300)
+	}
+	if d.ActualAudience == "" {
 		d.ActualAudience = safe(strings.TrimSuffix(in.Scope, "/.default"), urlChars, 300)
 	}
 	want := strings.TrimSuffix(d.ExpectedAudience, "/")
 	if want != "" && !strings.Contains(want, "://") && kvwire.GUID(want) == "" {
 		want = "https://" + want
 	}
+	what := "the vault"
+	if kvwire.IsManagedHSM(in.Vault) || strings.Contains(strings.ToLower(want), "managedhsm") {
+		what = "the Managed HSM"
+	}
 	scope := safe(in.Scope, urlChars, 300)
 	var setting string
 	switch {
 	case want == "":
-		setting = "Set KVPROXY_TOKEN_SCOPE to the vault's resource followed by /.default (e.g. https://vault.azure.net/.default), or unset it to derive it from the vault host."
+		setting = "Set KVPROXY_TOKEN_SCOPE to the vault's resource followed by /.default (e.g. https://vault.azure.net/.default, https://managedhsm.azure.net/.default for a Managed HSM), or unset it to derive it from the vault host."
 	case scope != "" && strings.EqualFold(strings.TrimSuffix(scope, "/.default"), want):
 		setting = fmt.Sprintf("kvproxy asked for %s, so the credential answered with a token for another resource: check the identity endpoint (IDENTITY_ENDPOINT) or the authority in front of it.", scope)
 	case scope != "":
@@ -162,13 +244,16 @@ func audienceMismatch(d *Diagnosis, in Input, msg string, challenge kvwire.Chall
 	default:
 		setting = fmt.Sprintf("Request tokens for %s/.default (KVPROXY_TOKEN_SCOPE=%s/.default).", want, want)
 	}
+	if a := strings.ToLower(d.ActualAudience); strings.TrimPrefix(a, "spn:") == keyVaultAppID {
+		setting = "The token names Key Vault by its application id (" + d.ActualAudience + "), a form the vault refuses. " + setting
+	}
 	switch {
 	case d.ActualAudience != "" && d.ExpectedAudience != "":
-		d.Detail = fmt.Sprintf("The token is for %s, but the vault expects %s. %s", d.ActualAudience, d.ExpectedAudience, setting)
+		d.Detail = fmt.Sprintf("The token is for %s, but %s expects %s. %s", d.ActualAudience, what, d.ExpectedAudience, setting)
 	case d.ExpectedAudience != "":
-		d.Detail = fmt.Sprintf("The token is not for %s, the audience the vault expects. %s", d.ExpectedAudience, setting)
+		d.Detail = fmt.Sprintf("The token is not for %s, the audience %s expects. %s", d.ExpectedAudience, what, setting)
 	default:
-		d.Detail = "The token is for another resource than the vault. " + setting
+		d.Detail = "The token is for another resource than " + what + ". " + setting
 	}
 }
 
@@ -211,26 +296,54 @@ func notYetValid(d *Diagnosis, in Input, now time.Time) {
 	}
 }
 
-func rejected(d *Diagnosis, msg string, challenge kvwire.Challenge) {
+func rejected(d *Diagnosis, msg string, challenge kvwire.Challenge, noToken bool) {
 	d.Code = TokenRejected
 	lmsg := strings.ToLower(msg)
-	q := quote(msg, 300)
+	q := quote(withJWTHeader(msg), 400)
 	var hint string
 	switch {
 	case strings.EqualFold(challenge.Error, "insufficient_claims"):
 		hint = "The vault demands a token with more claims (continuous access evaluation): the token was revoked or the principal's access changed; kvproxy fetches a new token with the challenge's claims."
-	case strings.Contains(lmsg, "akv10000"):
-		hint = "No token reached the vault: kvproxy attaches one, so something between kvproxy and the vault dropped the Authorization header."
+	case noToken:
+		hint = "No token reached the vault: kvproxy attaches one, so something between kvproxy and the vault (an HTTP proxy, a gateway) dropped the Authorization header."
 	case strings.Contains(lmsg, "akv10046"):
-		hint = "The vault could not find the key that signed the token: it was not issued by Microsoft Entra ID for this cloud, or Entra ID rotated its keys (fetch a fresh token)."
+		hint = "The vault could not resolve the signing key, the key that signed the token (its JWT header names it). This is usually transient: the same token succeeds moments later, and kvproxy retries a GET or HEAD once after a short pause. " +
+			"If it persists, the token was not issued by Microsoft Entra ID for this cloud; quote the x-ms-request-id and the JWT header (not the token) to Azure support."
+	case strings.Contains(lmsg, "s2s12005") || strings.Contains(lmsg, "bearerreadaccesstokenfailed"):
+		hint = "The vault could not read the Authorization header's bearer token as an access token: the credential handed out something that is not a Microsoft Entra access token (a JWT)."
 	default:
 		hint = "Check that the credential issues Microsoft Entra tokens for this vault's cloud and tenant."
 	}
 	if q == "" {
+		if noToken {
+			d.Detail = "The vault answered with its challenge and no error body, as it answers a request without a token. " + hint
+			return
+		}
 		d.Detail = "The vault rejected the token without a Key Vault error body. " + hint
 		return
 	}
+	if noToken {
+		d.Detail = fmt.Sprintf("The vault says no token reached it: %s %s", sentence(q), hint)
+		return
+	}
 	d.Detail = fmt.Sprintf("The vault rejected the token: %s %s", sentence(q), hint)
+}
+
+// withJWTHeader replaces the encoded JWT header a message quotes
+// (AKV10046's EncodedJwtHeader) by its decoded JSON, which support asks
+// for and which [quote]'s redaction would otherwise hide as token-shaped.
+// A header holds no claim and no signature; anything that does not decode
+// to one is left for the redaction.
+func withJWTHeader(msg string) string {
+	loc := jwtHeaderRe.FindStringSubmatchIndex(msg)
+	if loc == nil {
+		return msg
+	}
+	h, err := kvwire.ParseJWTHeader(msg[loc[2]:loc[3]])
+	if err != nil || kvwire.Redact(h.JSON) != h.JSON {
+		return msg
+	}
+	return msg[:loc[2]] + h.JSON + msg[loc[3]:]
 }
 
 // lastIndexFold is strings.LastIndex ignoring ASCII case; unlike an
@@ -242,13 +355,4 @@ func lastIndexFold(s, sub string) int {
 		}
 	}
 	return -1
-}
-
-// genericTenant reports the authority names that are not a tenant.
-func genericTenant(t string) bool {
-	switch strings.ToLower(t) {
-	case "", "common", "organizations", "consumers":
-		return true
-	}
-	return false
 }

@@ -195,6 +195,19 @@ func TenantFromAuthority(authority string) string {
 // as "common" or "organizations" and placeholders such as "XXX" are not.
 func IsTenantID(s string) bool { return GUID(s) != "" }
 
+// TenantID returns s lower-cased when it names a tenant: a GUID other than
+// the all-zero one (test recorders' sanitised stand-in). Authority names
+// ("common", "organizations", "consumers"), domain names and placeholders
+// ("XXX", "ee4XXXXXXXXd6", "***", "REDACTED", "{tenant 1}") give "": none
+// of them may be reported as a principal's or a vault's tenant.
+func TenantID(s string) string {
+	g := GUID(s)
+	if g == "00000000-0000-0000-0000-000000000000" {
+		return ""
+	}
+	return g
+}
+
 // GUID returns s lower-cased when it is a GUID
 // (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, hex digits), else "".
 func GUID(s string) string {

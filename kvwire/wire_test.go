@@ -1,6 +1,7 @@
 package kvwire
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -213,6 +214,79 @@ func FuzzTenantFromAuthority(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if tn := TenantFromAuthority(s); tn != "" && !challengeTenantLike(tn) {
 			t.Fatalf("tenant %q has characters no tenant has", tn)
+		}
+	})
+}
+
+func TestTenantID(t *testing.T) {
+	for s, want := range map[string]string{
+		"72F988BF-86F1-41AF-91AB-2D7CD011DB47":  "72f988bf-86f1-41af-91ab-2d7cd011db47",
+		" 72f988bf-86f1-41af-91ab-2d7cd011db47": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+		"00000000-0000-0000-0000-000000000000":  "",
+		"common":                                "",
+		"organizations":                         "",
+		"contoso.onmicrosoft.com":               "",
+		"XXX":                                   "",
+		"ee4XXXXXXXXd6":                         "",
+		"***":                                   "",
+		"REDACTED":                              "",
+		"{tenant 1}":                            "",
+		"":                                      "",
+	} {
+		if got := TenantID(s); got != want {
+			t.Errorf("TenantID(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
+
+func FuzzTenantID(f *testing.F) {
+	for _, s := range []string{"72f988bf-86f1-41af-91ab-2d7cd011db47", "00000000-0000-0000-0000-000000000000", "XXX", "common"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := TenantID(s)
+		if got != "" && (GUID(got) != got || strings.Trim(got, "0-") == "") {
+			t.Fatalf("TenantID(%q) = %q: not a real tenant GUID", s, got)
+		}
+	})
+}
+
+func TestParseJWTHeader(t *testing.T) {
+	// The header Key Vault quoted in Azure-Samples/azuresandbox#188 (AKV10046).
+	const quoted = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsIng1dCI6IkhTMjNiN0RvN1RjYVUxUm9MSHdwSXEyNFZZZyIsImtpZCI6IkhTMjNiN0RvN1RjYVUxUm9MSHdwSXEyNFZZZyJ9"
+	h, err := ParseJWTHeader(quoted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := JWTHeader{JSON: `{"typ":"JWT","alg":"RS256","x5t":"HS23b7Do7TcaU1RoLHwpIq24VYg","kid":"HS23b7Do7TcaU1RoLHwpIq24VYg"}`,
+		Alg: "RS256", KeyID: "HS23b7Do7TcaU1RoLHwpIq24VYg", X5T: "HS23b7Do7TcaU1RoLHwpIq24VYg"}
+	if h != want {
+		t.Errorf("ParseJWTHeader = %+v, want %+v", h, want)
+	}
+	for _, bad := range []string{
+		"", "***", quoted + ".eyJ0aWQiOiJ0In0.c2ln", // a whole token is no header
+		"eyJ0eXAiOiJKV1QifQ",     // {"typ":"JWT"}: no alg
+		"WyJhbGciXQ",             // ["alg"]
+		"eyJhbGciOiJSUzI1NiJ9!!", // not base64url
+		strings.Repeat("A", 2000),
+	} {
+		if h, err := ParseJWTHeader(bad); err == nil {
+			t.Errorf("ParseJWTHeader(%q) = %+v, want an error", bad, h)
+		}
+	}
+}
+
+func FuzzParseJWTHeader(f *testing.F) {
+	f.Add("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsImtpZCI6IksifQ")
+	f.Add("eyJhbGciOiJSUzI1NiJ9.eyJ0aWQiOiJ0In0.c2ln")
+	f.Add("***")
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := ParseJWTHeader(s)
+		if err != nil {
+			return
+		}
+		if strings.ContainsAny(h.JSON, "\r\n") || h.Alg == "" || !json.Valid([]byte(h.JSON)) {
+			t.Fatalf("ParseJWTHeader(%q) = %+v", s, h)
 		}
 	})
 }

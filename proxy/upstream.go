@@ -95,6 +95,7 @@ func (p *Proxy) exchange(tctx context.Context, deadline time.Time, st *requestSt
 		return tokenFailure{err}
 	}
 	renewed, retries := false, 0 // a 401 renewal does not use up KVPROXY_RETRY_MAX
+	paused := false              // the one resend of a transient 401 (AKV10046) was made
 	for {
 		resp.Reset()
 		req.Header.SetBytesV("Authorization", p.bearer(tok.Token))
@@ -110,6 +111,32 @@ func (p *Proxy) exchange(tctx context.Context, deadline time.Time, st *requestSt
 			st.challenge = parseChallenge(resp)
 		}
 		switch {
+		case status == fasthttp.StatusUnauthorized && !paused && (req.Header.IsGet() || req.Header.IsHead()) && transient401(resp.Body()):
+			// The vault could not resolve the token's signing key: real
+			// reports show the same token accepted moments later. Send the
+			// request once more after a short pause, with a renewed token
+			// when the credential has another (this is then the one 401
+			// renewal, counted as such), else with the same one: that
+			// resend is not counted, as no retry reason of
+			// kvproxy_upstream_retries_total fits it.
+			paused = true
+			if time.Now().Add(transientPause).After(deadline) {
+				return nil
+			}
+			p.o.Logger.Debug("the vault could not resolve the token's signing key (AKV10046); sending the request once more")
+			select {
+			case <-tctx.Done():
+				return tctx.Err()
+			case <-time.After(transientPause):
+			}
+			if !renewed {
+				renewed = true
+				if next, rerr := p.o.Tokens.Renew(tctx, tok.Token, st.challenge); rerr == nil {
+					p.countRetry(retryUnauthorized)
+					tok = next
+				}
+			}
+			continue
 		case status == fasthttp.StatusUnauthorized && !renewed:
 			// The vault rejected the token: it was revoked, or a claims
 			// challenge (CAE) asks for a new one. Get another and try once.
@@ -141,6 +168,20 @@ func (p *Proxy) exchange(tctx context.Context, deadline time.Time, st *requestSt
 		}
 		return nil
 	}
+}
+
+// transientPause is the wait before resending a request the vault answered
+// with a transient 401 (AKV10046).
+const transientPause = 500 * time.Millisecond
+
+// maxTransientPeek bounds how much of a 401's body is searched for a
+// transient refusal; AKV10046 starts the message, some 50 bytes in.
+const maxTransientPeek = 512
+
+// transient401 reports whether a 401's body says AKV10046 (the vault could
+// not resolve the key used for signature validation).
+func transient401(body []byte) bool {
+	return bytes.Contains(body[:min(len(body), maxTransientPeek)], []byte("AKV10046"))
 }
 
 // retryable: 429 means the vault refused before doing anything, so any
