@@ -153,7 +153,6 @@ func New(o Options) (*Proxy, error) {
 		vaultHdr: o.Vault.Host,
 		apiVer:   []byte("api-version=" + url.QueryEscape(o.APIVersion)),
 		allowed:  map[string]bool{},
-		hosts:    hostPolicy{verdict: map[string]bool{}},
 		scheme:   "https",
 	}
 	// The vault's own origin as it may appear in a nextLink.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"maps"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -106,11 +108,12 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 	p.o.Metrics.ObserveRequest(methodLabel(ctx.Method()), ref.status, 0)
 }
 
-// hostPolicy decides Host values, caching verdicts so a request's check is
-// one map lookup without allocating.
+// hostPolicy caches Host verdicts in a copy-on-write map read with one
+// atomic load: no lock is taken on a request's path, so the cores serving
+// requests do not contend for one.
 type hostPolicy struct {
-	mu      sync.RWMutex
-	verdict map[string]bool
+	verdict atomic.Pointer[map[string]bool]
+	mu      sync.Mutex // serialises writers
 }
 
 const maxHostVerdicts = 1024
@@ -120,25 +123,37 @@ func (p *Proxy) hostAllowed(h []byte) bool {
 	if len(h) == 0 {
 		return true // HTTP/1.0 without Host: no browser sends that
 	}
-	p.hosts.mu.RLock()
-	v, ok := p.hosts.verdict[string(h)]
-	p.hosts.mu.RUnlock()
-	if ok {
-		return v
+	if m := p.hosts.verdict.Load(); m != nil {
+		if v, ok := (*m)[string(h)]; ok {
+			return v
+		}
 	}
 	s := string(h)
 	host := normHost(s)
-	v = host == "localhost" || p.allowed[host]
+	v := host == "localhost" || p.allowed[host]
 	if !v {
 		_, err := netip.ParseAddr(host)
 		v = err == nil
 	}
 	p.hosts.mu.Lock()
-	if len(p.hosts.verdict) < maxHostVerdicts {
-		p.hosts.verdict[s] = v
+	defer p.hosts.mu.Unlock()
+	old := p.hosts.verdict.Load()
+	if old == nil || len(*old) < maxHostVerdicts {
+		next := make(map[string]bool, 1+lenOf(old))
+		if old != nil {
+			maps.Copy(next, *old)
+		}
+		next[s] = v
+		p.hosts.verdict.Store(&next)
 	}
-	p.hosts.mu.Unlock()
 	return v
+}
+
+func lenOf(m *map[string]bool) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }
 
 // normHost lower-cases a host, strips its port, the brackets of an IPv6
