@@ -2,11 +2,11 @@ package proxy
 
 import (
 	"bytes"
-	"maps"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
