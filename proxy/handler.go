@@ -23,8 +23,6 @@ type requestState struct {
 	// challenge is the parsed WWW-Authenticate of the last 401 the vault
 	// answered, parsed once for renewal, learning and diagnosis.
 	challenge kvwire.Challenge
-	// status is recorded for the metrics when no answer is written.
-	status int
 	// ctx ends at the request's deadline (KVPROXY_UPSTREAM_TIMEOUT).
 	ctx *deadlineCtx
 	// subject is the client's verified identity (with client auth).
@@ -42,9 +40,6 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, checkHost bool) {
 	defer st.ctx.stop()
 	defer func() {
 		status := ctx.Response.StatusCode()
-		if st.status != 0 {
-			status = st.status
-		}
 		d := time.Since(start)
 		m.RequestDone()
 		m.ObserveRequest(methodLabel(ctx.Method()), status, d.Seconds())

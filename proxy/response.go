@@ -50,15 +50,14 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, st *requestState) {
 		return
 	}
 	// One pass over the vault's headers; most answers hold none to drop.
-	var drop [4]string
-	n := 0
+	var buf [4]string
+	drop := buf[:0] // grows (allocating) only for an odd answer
 	for k := range resp.Header.All() {
-		if isHopHeader(k) && n < len(drop) {
-			drop[n] = string(k)
-			n++
+		if isHopHeader(k) {
+			drop = append(drop, string(k))
 		}
 	}
-	for _, k := range drop[:n] {
+	for _, k := range drop {
 		resp.Header.Del(k)
 	}
 	resp.Header.ResetConnectionClose()

@@ -320,3 +320,32 @@ func TestOpaqueTokenEchoedByTheVaultIsRedacted(t *testing.T) {
 		t.Errorf("no diagnosis in %s", body)
 	}
 }
+
+// However many hop-by-hop headers (or a forged diagnosis) the vault sends,
+// none reaches the client.
+func TestVaultHopHeadersNeverReachTheClient(t *testing.T) {
+	u, pool := hostileVault(t, func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		for _, k := range []string{"Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "Te", "Trailer", "Upgrade", "X-Kvproxy-Diagnosis"} {
+			h.Add(k, "x")
+			h.Add(k, "y")
+		}
+		h.Set("Content-Type", "application/json")
+		io.WriteString(w, `{"value":"v"}`) //nolint:errcheck
+	})
+	p, err := New(Options{Vault: u, RootCAs: pool, Tokens: &staticTokens{tok: "t0ken-opaque-1234"}, UpstreamTimeout: 2 * time.Second,
+		Metrics: metrics.New(prometheus.NewRegistry())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(serveProxy(t, p, ServerOptions{CheckHost: true}) + "/secrets/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, k := range []string{"Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "Te", "Trailer", "Upgrade", "X-Kvproxy-Diagnosis"} {
+		if v := resp.Header.Values(k); len(v) != 0 {
+			t.Errorf("%s %q reached the client", k, v)
+		}
+	}
+}
