@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/kvproxy/kvproxy/clientauth"
 )
 
 // MaxFileBytes bounds a policy file.
@@ -25,7 +27,7 @@ var Methods = []string{"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"}
 var DefaultMethods = []string{"GET", "HEAD"}
 
 // SubjectPrefix starts every subject a rule may name.
-const SubjectPrefix = "system:serviceaccount:"
+const SubjectPrefix = clientauth.SubjectPrefix
 
 // Rule is one rule of a policy file, as written.
 type Rule struct {
@@ -206,7 +208,7 @@ func splitSubject(s string) (ns, name string, ok bool) {
 		return "", "", false
 	}
 	ns, name, ok = strings.Cut(rest, ":")
-	if !ok || !dnsLabel(ns) || (name != "*" && !dnsSubdomain(name)) {
+	if !ok || !clientauth.ValidNamespace(ns) || (name != "*" && !clientauth.ValidServiceAccount(name)) {
 		return "", "", false
 	}
 	return ns, name, true
@@ -247,29 +249,4 @@ func (p *Policy) Rules() []Rule {
 		out[i] = Rule{Subjects: slices.Clone(r.src.Subjects), Methods: slices.Clone(r.src.Methods), Paths: slices.Clone(r.src.Paths)}
 	}
 	return out
-}
-
-func dnsLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func dnsSubdomain(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(s, ".") {
-		if !dnsLabel(l) {
-			return false
-		}
-	}
-	return true
 }

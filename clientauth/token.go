@@ -108,6 +108,14 @@ func ParseSubject(sub string) (Identity, bool) {
 	return Identity{Subject: sub, Namespace: ns, Name: name}, true
 }
 
+// ValidNamespace reports whether s is a Kubernetes namespace name (a DNS
+// label), as the subject of a ServiceAccount token names it.
+func ValidNamespace(s string) bool { return dnsLabel(s) }
+
+// ValidServiceAccount reports whether s is a ServiceAccount name (a DNS
+// subdomain).
+func ValidServiceAccount(s string) bool { return dnsSubdomain(s) }
+
 func dnsLabel(s string) bool {
 	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
 		return false

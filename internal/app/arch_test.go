@@ -26,7 +26,7 @@ var allowed = map[string][]string{
 	"proxy":        {"accesspolicy", "clientauth", "diagnose", "kvwire", "metrics", "secretcache"},
 	"clientauth":   nil,
 	"secretcache":  nil,
-	"accesspolicy": nil,
+	"accesspolicy": {"clientauth"},
 }
 
 func TestImportRule(t *testing.T) {
