@@ -189,7 +189,7 @@ func TestCorpus(t *testing.T) {
 func checkPassThrough(t *testing.T, body []byte, d *Diagnosis) {
 	t.Helper()
 	out, ok := EnrichBody(body, d)
-	before, isObject := members(body)
+	before, isObject := kvwire.ObjectMembers(body)
 	if !isObject {
 		if ok || !bytes.Equal(out, body) {
 			t.Fatalf("a body that is not a JSON object was changed: %q -> %q", body, out)
@@ -199,45 +199,15 @@ func checkPassThrough(t *testing.T, body []byte, d *Diagnosis) {
 	if !ok {
 		t.Fatalf("a JSON object body was not enriched: %q", body)
 	}
-	after, _ := members(out)
-	if len(after) != len(before)+1 || after[len(after)-1].key != "kvproxy" {
+	after, _ := kvwire.ObjectMembers(out)
+	if len(after) != len(before)+1 || after[len(after)-1].Key != "kvproxy" {
 		t.Fatalf("enriched body does not end with the one added kvproxy member: %s", out)
 	}
 	for i, m := range before {
-		if after[i].key != m.key || !bytes.Equal(after[i].raw, m.raw) {
-			t.Errorf("member %d changed: %q:%s -> %q:%s", i, m.key, m.raw, after[i].key, after[i].raw)
+		if after[i].Key != m.Key || !bytes.Equal(after[i].Value, m.Value) {
+			t.Errorf("member %d changed: %q:%s -> %q:%s", i, m.Key, m.Value, after[i].Key, after[i].Value)
 		}
 	}
-}
-
-type member struct {
-	key string
-	raw json.RawMessage
-}
-
-// members lists a JSON object's members in order, values as their raw
-// bytes; false when b is not one JSON object.
-func members(b []byte) ([]member, bool) {
-	if !json.Valid(b) {
-		return nil, false
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, false
-	}
-	var out []member
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		var raw json.RawMessage
-		if dec.Decode(&raw) != nil {
-			return nil, false
-		}
-		out = append(out, member{tok.(string), raw})
-	}
-	return out, true
 }
 
 // hsmCodes are the vault codes a Managed HSM can earn: it has no access

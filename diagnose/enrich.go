@@ -14,11 +14,11 @@ import (
 // nil, it returns body unchanged and false: the caller then relies on the
 // X-Kvproxy-Diagnosis header. The caller updates Content-Length.
 func EnrichBody(body []byte, d *Diagnosis) ([]byte, bool) {
-	if d == nil || len(body) > kvwire.MaxErrorBody || !json.Valid(body) {
+	if d == nil || len(body) > kvwire.MaxErrorBody {
 		return body, false
 	}
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
+	members, ok := kvwire.ObjectMembers(body)
+	if !ok {
 		return body, false
 	}
 	var diag bytes.Buffer
@@ -27,48 +27,14 @@ func EnrichBody(body []byte, d *Diagnosis) ([]byte, bool) {
 	if enc.Encode(d) != nil {
 		return body, false
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return body, false
+	kept := members[:0]
+	for _, m := range members {
+		if m.Key != "kvproxy" {
+			kept = append(kept, m)
+		}
 	}
-	out := make([]byte, 0, len(body)+diag.Len()+16)
-	out = append(out, '{')
-	n := 0
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return body, false
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return body, false
-		}
-		var raw json.RawMessage
-		if dec.Decode(&raw) != nil {
-			return body, false
-		}
-		if key == "kvproxy" {
-			continue
-		}
-		k, err := json.Marshal(key)
-		if err != nil {
-			return body, false
-		}
-		if n > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, k...)
-		out = append(out, ':')
-		out = append(out, raw...)
-		n++
-	}
-	if n > 0 {
-		out = append(out, ',')
-	}
-	out = append(out, `"kvproxy":`...)
-	out = append(out, bytes.TrimRight(diag.Bytes(), "\n")...)
-	out = append(out, '}')
-	return out, true
+	kept = append(kept, kvwire.Member{Key: "kvproxy", Value: bytes.TrimRight(diag.Bytes(), "\n")})
+	return kvwire.AppendObject(make([]byte, 0, len(body)+diag.Len()+16), kept), true
 }
 
 // Character sets of values that may reach a detail or a fix.

@@ -176,54 +176,24 @@ func TestCorpusThroughTheBinary(t *testing.T) {
 // order, followed by one "kvproxy" member naming the diagnosis.
 func checkCorpusBody(t *testing.T, sent, got []byte, code string) {
 	t.Helper()
-	before, isObject := jsonMembers(sent)
+	before, isObject := kvwire.ObjectMembers(sent)
 	if !isObject {
 		if !bytes.Equal(sent, got) {
 			t.Errorf("the vault's body was changed:\n%q\n->\n%q", sent, got)
 		}
 		return
 	}
-	after, ok := jsonMembers(got)
-	if !ok || len(after) != len(before)+1 || after[len(after)-1].key != "kvproxy" {
+	after, ok := kvwire.ObjectMembers(got)
+	if !ok || len(after) != len(before)+1 || after[len(after)-1].Key != "kvproxy" {
 		t.Fatalf("the body is not the vault's plus one kvproxy member:\n%s", got)
 	}
 	for i, m := range before {
-		if after[i].key != m.key || !bytes.Equal(after[i].raw, m.raw) {
-			t.Errorf("member %d changed: %q:%s -> %q:%s", i, m.key, m.raw, after[i].key, after[i].raw)
+		if after[i].Key != m.Key || !bytes.Equal(after[i].Value, m.Value) {
+			t.Errorf("member %d changed: %q:%s -> %q:%s", i, m.Key, m.Value, after[i].Key, after[i].Value)
 		}
 	}
 	var d diagnosis
-	if err := json.Unmarshal(after[len(after)-1].raw, &d); err != nil || d.Diagnosis != code || d.Detail == "" {
-		t.Errorf("kvproxy member %s (%v), want diagnosis %q with a detail", after[len(after)-1].raw, err, code)
+	if err := json.Unmarshal(after[len(after)-1].Value, &d); err != nil || d.Diagnosis != code || d.Detail == "" {
+		t.Errorf("kvproxy member %s (%v), want diagnosis %q with a detail", after[len(after)-1].Value, err, code)
 	}
-}
-
-type jsonMember struct {
-	key string
-	raw json.RawMessage
-}
-
-// jsonMembers lists a JSON object's members in order with their raw
-// values; false when b is not one JSON object.
-func jsonMembers(b []byte) ([]jsonMember, bool) {
-	if !json.Valid(b) {
-		return nil, false
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, false
-	}
-	var out []jsonMember
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		var raw json.RawMessage
-		if dec.Decode(&raw) != nil {
-			return nil, false
-		}
-		out = append(out, jsonMember{tok.(string), raw})
-	}
-	return out, true
 }

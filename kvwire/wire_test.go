@@ -290,3 +290,22 @@ func FuzzParseJWTHeader(f *testing.F) {
 		}
 	})
 }
+
+func TestObjectMembers(t *testing.T) {
+	in := ` {"b" : [1, 2], "a":"x\u0026y", "b":null} `
+	ms, ok := ObjectMembers([]byte(in))
+	if !ok || len(ms) != 3 || ms[0].Key != "b" || string(ms[0].Value) != "[1, 2]" || string(ms[1].Value) != `"x\u0026y"` {
+		t.Fatalf("ObjectMembers = %+v, %v", ms, ok)
+	}
+	if got := string(AppendObject(nil, ms)); got != `{"b":[1, 2],"a":"x\u0026y","b":null}` {
+		t.Errorf("AppendObject = %s", got)
+	}
+	for _, bad := range []string{`[1]`, `{"a":1} {}`, `{"a":`, ``, `"x"`} {
+		if _, ok := ObjectMembers([]byte(bad)); ok {
+			t.Errorf("ObjectMembers(%q) ok", bad)
+		}
+	}
+	if got := string(AppendObject(nil, nil)); got != `{}` {
+		t.Errorf("empty object %s", got)
+	}
+}

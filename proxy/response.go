@@ -179,51 +179,26 @@ func (p *Proxy) rewriteNextLink(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// replaceTopLevel returns body with the value of its top-level member key
-// replaced by what fn makes of it, and true; every other member keeps its
-// key and value bytes. It reports false when body is not a JSON object,
-// has no such member, or fn declines.
+// replaceTopLevel returns body with the value of its first top-level
+// member key replaced by what fn makes of it, and true; every other member
+// keeps its key and value bytes. It reports false when body is not a JSON
+// object, has no such member, or fn declines.
 func replaceTopLevel(body []byte, key string, fn func(json.RawMessage) (json.RawMessage, bool)) ([]byte, bool) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	members, ok := kvwire.ObjectMembers(body)
+	if !ok {
 		return nil, false
 	}
-	out := make([]byte, 0, len(body)+32)
-	out = append(out, '{')
-	replaced := false
-	for n := 0; dec.More(); n++ {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		k, ok := tok.(string)
-		if !ok {
-			return nil, false
-		}
-		var raw json.RawMessage
-		if dec.Decode(&raw) != nil {
-			return nil, false
-		}
-		if k == key && !replaced {
-			if v, ok := fn(raw); ok {
-				raw, replaced = v, true
+	for i, m := range members {
+		if m.Key == key {
+			v, ok := fn(m.Value)
+			if !ok {
+				return nil, false
 			}
+			members[i].Value = v
+			return kvwire.AppendObject(make([]byte, 0, len(body)+32), members), true
 		}
-		kb, _ := json.Marshal(k)
-		if n > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, kb...)
-		out = append(out, ':')
-		out = append(out, raw...)
 	}
-	if _, err := dec.Token(); err != nil || dec.More() {
-		return nil, false
-	}
-	if !replaced {
-		return nil, false
-	}
-	return append(out, '}'), true
+	return nil, false
 }
 
 // safeHost returns h if it is a plain host[:port] fit to put in a URL, else
