@@ -1,19 +1,14 @@
 package proxy
 
 import (
-	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/kvproxy/kvproxy/diagnose"
-	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/secretcache"
 )
 
@@ -158,31 +153,13 @@ func TestCacheRefreshAheadUnderLoad(t *testing.T) {
 // BenchmarkProxyCachedHit measures a read answered from the secret cache:
 // policy, the cache lookup, the answer and metrics, no upstream.
 func BenchmarkProxyCachedHit(b *testing.B) {
-	ln := fasthttputil.NewInmemoryListener()
-	defer ln.Close()
-	up := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		ctx.SetContentType("application/json")
-		ctx.SetBodyString(`{"value":"v","id":"https://v.vault.azure.net/secrets/s/0123456789abcdef0123456789abcdef"}`)
-	}}
-	go up.Serve(ln) //nolint:errcheck
-	p, err := New(Options{Vault: &url.URL{Scheme: "https", Host: "v.vault.azure.net"}, Tokens: &staticTokens{tok: goodToken()},
-		RequireMetadata: true, Metrics: metrics.New(prometheus.NewRegistry()),
-		Cache: secretcache.New(secretcache.Options{TTL: time.Hour})})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.client.IsTLS, p.scheme = false, "http"
-	p.client.Dial = func(string) (net.Conn, error) { return ln.Dial() }
-	var req fasthttp.Request
-	req.SetRequestURI("/secrets/s?api-version=7.5")
-	req.Header.SetHost("127.0.0.1:8380")
-	req.Header.Set("Metadata", "true")
+	p, req := inMemoryProxy(b, Options{Cache: secretcache.New(secretcache.Options{TTL: time.Hour})})
 	var ctx fasthttp.RequestCtx
-	ctx.Init(&req, nil, nil)
+	ctx.Init(req, nil, nil)
 	p.serve(&ctx, true) // the miss
 	b.ReportAllocs()
 	for b.Loop() {
-		ctx.Init(&req, nil, nil)
+		ctx.Init(req, nil, nil)
 		p.serve(&ctx, true)
 		if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.Peek(HeaderCache)) != "HIT" {
 			b.Fatal(ctx.Response.StatusCode(), string(ctx.Response.Header.Peek(HeaderCache)))

@@ -549,34 +549,43 @@ func TestHasAPIVersion(t *testing.T) {
 // check, against an upstream on an in-memory listener (plain HTTP: the TLS
 // cost is measured by make bench-e2e against nginx).
 func BenchmarkProxyGet(b *testing.B) {
-	upstreamBody := []byte(`{"value":"v","id":"https://v.vault.azure.net/secrets/s/1"}`)
-	ln := fasthttputil.NewInmemoryListener()
-	defer ln.Close()
-	up := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		ctx.SetContentType("application/json")
-		ctx.SetBody(upstreamBody)
-	}}
-	go up.Serve(ln) //nolint:errcheck
-	p, err := New(Options{Vault: &url.URL{Scheme: "https", Host: "v.vault.azure.net"}, Tokens: &staticTokens{tok: goodToken()},
-		RequireMetadata: true, MaxBodyBytes: 1 << 20, Metrics: metrics.New(prometheus.NewRegistry())})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.client.IsTLS, p.scheme = false, "http"
-	p.client.Dial = func(string) (net.Conn, error) { return ln.Dial() }
-	var req fasthttp.Request
-	req.SetRequestURI("/secrets/s?api-version=7.5")
-	req.Header.SetHost("127.0.0.1:8380")
-	req.Header.Set("Metadata", "true")
+	p, req := inMemoryProxy(b, Options{MaxBodyBytes: 1 << 20})
 	var ctx fasthttp.RequestCtx
 	b.ReportAllocs()
 	for b.Loop() {
-		ctx.Init(&req, nil, nil)
+		ctx.Init(req, nil, nil)
 		p.serve(&ctx, true)
 		if ctx.Response.StatusCode() != 200 {
 			b.Fatal(ctx.Response.StatusCode())
 		}
 	}
+}
+
+// inMemoryProxy is a Proxy with o (Vault, Tokens, Metrics and the Metadata
+// check filled in) whose upstream is a plain-HTTP server on an in-memory
+// listener answering a secret, and a request for that secret.
+func inMemoryProxy(b *testing.B, o Options) (*Proxy, *fasthttp.Request) {
+	b.Helper()
+	ln := fasthttputil.NewInmemoryListener()
+	b.Cleanup(func() { ln.Close() })
+	up := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"value":"v","id":"https://v.vault.azure.net/secrets/s/0123456789abcdef0123456789abcdef"}`)
+	}}
+	go up.Serve(ln) //nolint:errcheck
+	o.Vault, o.Tokens, o.RequireMetadata = &url.URL{Scheme: "https", Host: "v.vault.azure.net"}, &staticTokens{tok: goodToken()}, true
+	o.Metrics = metrics.New(prometheus.NewRegistry())
+	p, err := New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.client.IsTLS, p.scheme = false, "http"
+	p.client.Dial = func(string) (net.Conn, error) { return ln.Dial() }
+	req := new(fasthttp.Request)
+	req.SetRequestURI("/secrets/s?api-version=7.5")
+	req.Header.SetHost("127.0.0.1:8380")
+	req.Header.Set("Metadata", "true")
+	return p, req
 }
 
 func TestDiagnosesThroughTheProxy(t *testing.T) {
