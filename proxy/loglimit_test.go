@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"log/slog"
+	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -74,13 +76,39 @@ func TestDiagnosedRequestsDoNotFloodTheLog(t *testing.T) {
 	if got := strings.Count(out, `"msg":"vault refused the request"`); got != 1 {
 		t.Errorf("%d WARN lines for %d identical 403s, want 1 within the interval", got, n)
 	}
-	if got := strings.Count(out, `"msg":"request failed"`); got > 1 {
-		t.Errorf("%d lines for %d identical refusals", got, n)
-	}
 	if got := testutil.ToFloat64(e.metrics.Diagnoses.WithLabelValues(diagnose.ForbiddenByRBAC)); got != n {
 		t.Errorf("kvproxy_diagnoses_total{forbidden-by-rbac} = %v, want %d", got, n)
 	}
 	if got := testutil.ToFloat64(e.metrics.Diagnoses.WithLabelValues(diagnose.MetadataHeaderMissing)); got != n {
 		t.Errorf("kvproxy_diagnoses_total{metadata-header-missing} = %v, want %d", got, n)
+	}
+}
+
+// Failures of the forwarding path (the vault unreachable) are rate-limited
+// the same way.
+func TestForwardingFailuresDoNotFloodTheLog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	var logs syncBuffer
+	e := setup(t, func(o *Options) {
+		o.Vault = &url.URL{Scheme: "https", Host: addr}
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		o.DiagnosisLogInterval = time.Hour
+	})
+	const n = 50
+	for range n {
+		if resp, _ := e.do(t, "GET", "/secrets/db-password", nil); resp.StatusCode != 502 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if got := strings.Count(logs.String(), `"msg":"request failed"`); got != 1 {
+		t.Errorf("%d WARN lines for %d identical failures, want 1 within the interval", got, n)
+	}
+	if got := testutil.ToFloat64(e.metrics.Diagnoses.WithLabelValues(diagnose.UpstreamUnavailable)); got != n {
+		t.Errorf("kvproxy_diagnoses_total{upstream-unavailable} = %v, want %d", got, n)
 	}
 }
