@@ -18,6 +18,7 @@ const (
 	MalformedRequest      = "malformed-request"
 	ClientUnauthenticated = "client-unauthenticated"
 	ClientNotAllowed      = "client-not-allowed"
+	Overloaded            = "overloaded"
 
 	// The vault's own 403 and 401 answers, explained.
 	ForbiddenByFirewall    = "forbidden-by-firewall"
@@ -57,6 +58,7 @@ var codes = []Code{
 	{MalformedRequest, "400 / 408 / 431", false},
 	{ClientUnauthenticated, "401 / 503", false},
 	{ClientNotAllowed, "403", false},
+	{Overloaded, "503", false},
 	{ForbiddenByFirewall, "403", true},
 	{ForbiddenByPrivateLink, "403", true},
 	{ForbiddenByRBAC, "403", true},

@@ -38,6 +38,9 @@ type Metrics struct {
 	Inflight          prometheus.Gauge
 	UpstreamRetries   *prometheus.CounterVec
 	ClientRequests    *prometheus.CounterVec
+	Overload          *prometheus.CounterVec
+	Connections       prometheus.Gauge
+	BufferedBytes     prometheus.Gauge
 	BuildInfo         *prometheus.GaugeVec
 }
 
@@ -81,6 +84,9 @@ func Descriptions() []Description {
 		{"kvproxy_build_info", "gauge", []string{"commit", "goversion", "version"}},
 		{"kvproxy_ready", "gauge", nil},
 		{"kvproxy_client_requests_total", "counter", []string{"result"}},
+		{"kvproxy_overload_refusals_total", "counter", []string{"limit"}},
+		{"kvproxy_connections", "gauge", nil},
+		{"kvproxy_buffered_bytes", "gauge", nil},
 	}
 }
 
@@ -135,6 +141,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "kvproxy_client_requests_total",
 			Help: "Requests judged by client authentication (KVPROXY_CLIENT_AUTH=kubernetes), by result (allowed, unauthenticated, denied).",
 		}, []string{"result"}),
+		Overload: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvproxy_overload_refusals_total",
+			Help: "Work refused with 503 overloaded, by the limit that was reached: connections (KVPROXY_MAX_CONNS) or buffered_bytes (KVPROXY_MAX_BUFFERED_BYTES).",
+		}, []string{"limit"}),
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvproxy_connections",
+			Help: "Client connections open on the proxy listener.",
+		}),
+		BufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvproxy_buffered_bytes",
+			Help: "Bytes of request bodies held in memory (reserved against KVPROXY_MAX_BUFFERED_BYTES).",
+		}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kvproxy_build_info",
 			Help: "Always 1; labels carry the build's version, commit and Go version.",
@@ -143,7 +161,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.Requests, m.RequestDuration, m.UpstreamDuration, m.TokenAcquisitions,
 		m.TokenExpiry, m.TokenRefresh, m.Diagnoses, m.Inflight, m.UpstreamRetries,
-		m.ClientRequests, m.BuildInfo,
+		m.ClientRequests, m.Overload, m.Connections, m.BufferedBytes, m.BuildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -166,6 +184,39 @@ func (m *Metrics) InitSeries(diagnoses []string) {
 	}
 	for _, r := range ClientResults {
 		m.ClientRequests.WithLabelValues(r)
+	}
+	for _, l := range OverloadLimits {
+		m.Overload.WithLabelValues(l)
+	}
+}
+
+// Overload limits, the values of kvproxy_overload_refusals_total{limit}.
+const (
+	LimitConnections   = "connections"
+	LimitBufferedBytes = "buffered_bytes"
+)
+
+// OverloadLimits lists the overload limits.
+var OverloadLimits = []string{LimitConnections, LimitBufferedBytes}
+
+// CountOverload counts work refused because limit was reached.
+func (m *Metrics) CountOverload(limit string) {
+	if m != nil {
+		m.Overload.WithLabelValues(limit).Inc()
+	}
+}
+
+// AddConnections moves kvproxy_connections by delta.
+func (m *Metrics) AddConnections(delta float64) {
+	if m != nil {
+		m.Connections.Add(delta)
+	}
+}
+
+// AddBufferedBytes moves kvproxy_buffered_bytes by delta.
+func (m *Metrics) AddBufferedBytes(delta int64) {
+	if m != nil {
+		m.BufferedBytes.Add(float64(delta))
 	}
 }
 

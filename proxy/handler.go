@@ -38,6 +38,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, checkHost bool) {
 	m.RequestStarted()
 	st := requestState{ctx: newDeadlineCtx(start.Add(p.o.UpstreamTimeout))}
 	defer st.ctx.stop()
+	defer p.budget.release(&ctx.Request.Header)
 	defer func() {
 		status := ctx.Response.StatusCode()
 		d := time.Since(start)
@@ -57,6 +58,11 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, checkHost bool) {
 			p.record(ctx, &st, start, status, d)
 		}
 	}()
+	if p.budget.refused(&ctx.Request.Header) { // a body of a byte or a first chunk got past the size cut
+		ctx.SetConnectionClose()
+		p.refuse(ctx, overloaded(metrics.LimitBufferedBytes))
+		return
+	}
 	if ref, bad := p.checkRequest(ctx, checkHost); bad {
 		p.refuse(ctx, ref)
 		return

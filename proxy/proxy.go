@@ -64,6 +64,12 @@ type Options struct {
 	// written, then at most one per interval with the count of those
 	// suppressed (default 10s), so a client cannot flood the log.
 	DiagnosisLogInterval time.Duration
+	// MaxBufferedBytes bounds the bytes of request bodies held in memory at
+	// once (default 32 MiB, at least MaxBodyBytes): room for a body is
+	// reserved before it is read, and a request that finds none within
+	// BufferWait (default 5s) gets 503 overloaded.
+	MaxBufferedBytes int64
+	BufferWait       time.Duration
 	// MaxConnsPerHost bounds the connections to the vault (default 512).
 	MaxConnsPerHost int
 	Metrics         *metrics.Metrics // nil records nothing
@@ -117,6 +123,7 @@ type Proxy struct {
 	hosts    hostPolicy
 	scheme   string // "https"; the in-memory benchmark's upstream is plain
 	authz    atomic.Pointer[bearerHeader]
+	budget   *bodyBudget
 }
 
 // New returns a Proxy.
@@ -145,6 +152,13 @@ func New(o Options) (*Proxy, error) {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
 	}
+	if o.MaxBufferedBytes <= 0 {
+		o.MaxBufferedBytes = 32 << 20
+	}
+	o.MaxBufferedBytes = max(o.MaxBufferedBytes, o.MaxBodyBytes)
+	if o.BufferWait <= 0 {
+		o.BufferWait = 5 * time.Second
+	}
 	p := &Proxy{
 		o:        o,
 		logs:     newLogLimiter(o.DiagnosisLogInterval),
@@ -154,6 +168,7 @@ func New(o Options) (*Proxy, error) {
 		apiVer:   []byte("api-version=" + url.QueryEscape(o.APIVersion)),
 		allowed:  map[string]bool{},
 		scheme:   "https",
+		budget:   newBodyBudget(o.MaxBufferedBytes, o.MaxBodyBytes, o.BufferWait, 3*time.Minute+o.UpstreamTimeout, o.Metrics),
 	}
 	// The vault's own origin as it may appear in a nextLink.
 	p.origin = []string{"https://" + o.Vault.Host + "/"}

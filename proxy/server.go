@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/kvproxy/kvproxy/diagnose"
+	"github.com/kvproxy/kvproxy/metrics"
 )
 
 // ServerOptions configure the proxy listener's HTTP server.
@@ -34,14 +35,26 @@ type ServerOptions struct {
 	WriteTimeout time.Duration
 	// IdleTimeout closes keep-alive connections idle this long (default 2m).
 	IdleTimeout time.Duration
-	// MaxConns bounds the connections served at once (0: fasthttp's
-	// default); a connection over it gets 503.
+	// MaxConns bounds the connections served at once (default 4096); a
+	// connection over it gets 503 overloaded and is closed.
 	MaxConns int
 }
 
+// Server is the proxy listener's server.
+type Server struct {
+	*fasthttp.Server
+	limit *connLimit
+}
+
+// Serve serves connections from ln, at most MaxConns at once.
+func (s *Server) Serve(ln net.Listener) error {
+	s.limit.Listener = ln
+	return s.Server.Serve(s.limit)
+}
+
 // Server returns the proxy listener's server. Serve it on a listener and
-// stop it with ShutdownWithContext.
-func (p *Proxy) Server(o ServerOptions) *fasthttp.Server {
+// stop it with ShutdownWithContext. A Proxy has one server.
+func (p *Proxy) Server(o ServerOptions) *Server {
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = time.Minute
 	}
@@ -51,23 +64,36 @@ func (p *Proxy) Server(o ServerOptions) *fasthttp.Server {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 2 * time.Minute
 	}
-	return &fasthttp.Server{
-		Handler:                      func(ctx *fasthttp.RequestCtx) { p.serve(ctx, o.CheckHost) },
-		ErrorHandler:                 p.serverError,
-		Name:                         "",
-		NoDefaultServerHeader:        true,
-		NoDefaultContentType:         true,
-		ReadTimeout:                  o.ReadTimeout,
-		WriteTimeout:                 o.WriteTimeout,
-		IdleTimeout:                  o.IdleTimeout,
-		MaxRequestBodySize:           int(p.o.MaxBodyBytes),
-		ReadBufferSize:               16 << 10, // the longest request head accepted
-		Concurrency:                  o.MaxConns,
+	if o.MaxConns <= 0 {
+		o.MaxConns = 4096
+	}
+	// No request holds room for its body longer than it can live.
+	p.budget.maxAge = o.ReadTimeout + p.o.UpstreamTimeout + o.WriteTimeout
+	limit := newConnLimit(nil, o.MaxConns, p.o.Metrics)
+	return &Server{limit: limit, Server: &fasthttp.Server{
+		Handler:      func(ctx *fasthttp.RequestCtx) { p.serve(ctx, o.CheckHost) },
+		ErrorHandler: p.serverError,
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return p.budget.headerReceived(h, o.ReadTimeout)
+		},
+		ConnState:             limit.connState,
+		Name:                  "",
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		IdleTimeout:           o.IdleTimeout,
+		MaxRequestBodySize:    int(p.o.MaxBodyBytes),
+		ReadBufferSize:        16 << 10, // the longest request head accepted
+		// An idle keep-alive connection gives its buffers back, and a
+		// large body's buffer is not kept for the connection's next
+		// request: memory follows the work in flight, not the connections.
+		ReduceMemoryUsage:            true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
 		Logger:                       slogPrinter{p.o.Logger},
-	}
+	}}
 }
 
 // slogPrinter sends fasthttp's own messages to the logger at debug.
@@ -84,7 +110,11 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
 	var ref refusal
+	refused := p.budget.release(&ctx.Request.Header)
 	switch {
+	case refused:
+		ref = overloaded(metrics.LimitBufferedBytes)
+		ctx.SetConnectionClose() // the body was not read
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		ref = tooLarge(p.o.MaxBodyBytes)
 	case errors.As(err, &ne) && ne.Timeout() && len(ctx.Method()) > 0:

@@ -74,7 +74,8 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		},
 		APIVersion:      cfg.APIVersion,
 		RequireMetadata: cfg.RequireMetadataHeader, ReadOnly: cfg.ReadOnly, MaxBodyBytes: cfg.MaxBodyBytes,
-		UpstreamTimeout: cfg.UpstreamTimeout, RetryMax: cfg.RetryMax, RetryMaxWait: cfg.RetryMaxWait,
+		MaxBufferedBytes: cfg.MaxBufferedBytes,
+		UpstreamTimeout:  cfg.UpstreamTimeout, RetryMax: cfg.RetryMax, RetryMaxWait: cfg.RetryMaxWait,
 		RootCAs: d.RootCAs, AllowedHosts: cfg.AllowedHosts,
 		Metrics: m, Logger: logger.With(slog.String("component", "proxy")),
 	}
@@ -106,7 +107,7 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	_, unixProxy := config.UnixSocketPath(cfg.ListenAddr)
-	proxySrv := p.Server(proxy.ServerOptions{CheckHost: !unixProxy})
+	proxySrv := p.Server(proxy.ServerOptions{CheckHost: !unixProxy, MaxConns: cfg.MaxConns})
 	adminSrv := &http.Server{
 		Handler:           adminHandler(reg, cache, &draining),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -71,6 +71,8 @@ type Config struct {
 	RequireMetadataHeader    bool          `env:"KVPROXY_REQUIRE_METADATA_HEADER" envDefault:"true" desc:"Refuse requests without the header 'Metadata: true' (blocks server-side request forgery through the app)."`
 	ReadOnly                 bool          `env:"KVPROXY_READ_ONLY" envDefault:"false" desc:"Refuse every method but GET and HEAD."`
 	MaxBodyBytes             int64         `env:"KVPROXY_MAX_BODY_BYTES" envDefault:"1048576" desc:"Largest request body forwarded; larger bodies get 413."`
+	MaxBufferedBytes         int64         `env:"KVPROXY_MAX_BUFFERED_BYTES" envDefault:"33554432" desc:"Bytes of request bodies held in memory at once (at least KVPROXY_MAX_BODY_BYTES). Room for a body is reserved before it is read; a request that finds none within 5s gets 503 overloaded."`
+	MaxConns                 int           `env:"KVPROXY_MAX_CONNS" envDefault:"4096" desc:"Client connections the proxy listener serves at once; a connection over it gets 503 overloaded and is closed. An idle connection costs about 10 KiB."`
 	ShutdownTimeout          time.Duration `env:"KVPROXY_SHUTDOWN_TIMEOUT" envDefault:"20s" desc:"How long in-flight requests may drain after SIGTERM or SIGINT."`
 	RetryMax                 int           `env:"KVPROXY_RETRY_MAX" envDefault:"2" desc:"Retries of a request the vault answered 429 (any method: the vault did nothing) or 503 (GET and HEAD only); 0 disables."`
 	RetryMaxWait             time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
@@ -246,6 +248,12 @@ func (c *Config) validate(failed map[string]bool) []string {
 	}
 	if !failed["KVPROXY_MAX_BODY_BYTES"] && (c.MaxBodyBytes < 1 || c.MaxBodyBytes > maxBodyLimit) {
 		add("KVPROXY_MAX_BODY_BYTES: %d must be between 1 and %d (64 MiB; Key Vault secrets are at most 25 KiB)", c.MaxBodyBytes, maxBodyLimit)
+	}
+	if !failed["KVPROXY_MAX_BUFFERED_BYTES"] && !failed["KVPROXY_MAX_BODY_BYTES"] && (c.MaxBufferedBytes < c.MaxBodyBytes || c.MaxBufferedBytes > 16<<30) {
+		add("KVPROXY_MAX_BUFFERED_BYTES: %d must be between KVPROXY_MAX_BODY_BYTES (%d: one largest body must fit) and %d (16 GiB)", c.MaxBufferedBytes, c.MaxBodyBytes, int64(16<<30))
+	}
+	if !failed["KVPROXY_MAX_CONNS"] && (c.MaxConns < 16 || c.MaxConns > 1<<20) {
+		add("KVPROXY_MAX_CONNS: %d must be between 16 and %d", c.MaxConns, 1<<20)
 	}
 	if !failed["KVPROXY_RETRY_MAX"] && (c.RetryMax < 0 || c.RetryMax > 10) {
 		add("KVPROXY_RETRY_MAX: %d must be between 0 and 10", c.RetryMax)

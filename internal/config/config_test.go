@@ -17,7 +17,7 @@ func TestDefaults(t *testing.T) {
 	want := Config{
 		VaultURL: "https://myvault.vault.azure.net", ListenAddr: "127.0.0.1:8380", AdminAddr: "127.0.0.1:8381",
 		Credential: "auto", RefreshBefore: 5 * time.Minute, UpstreamTimeout: 30 * time.Second, APIVersion: "7.5",
-		RequireMetadataHeader: true, MaxBodyBytes: 1048576, ShutdownTimeout: 20 * time.Second,
+		RequireMetadataHeader: true, MaxBodyBytes: 1048576, MaxBufferedBytes: 33554432, MaxConns: 4096, ShutdownTimeout: 20 * time.Second,
 		RetryMax: 2, RetryMaxWait: 10 * time.Second, TokenRetryInterval: time.Second, ClientAuth: "none", ClientAuthAudience: "kvproxy", CacheStaleIfError: 24 * time.Hour, CacheMaxBytes: 16777216, LogLevel: "info", LogFormat: "json",
 	}
 	if !reflect.DeepEqual(*c, want) {
@@ -170,7 +170,7 @@ func TestSecretNeverPrints(t *testing.T) {
 
 func TestVariablesCoverEveryField(t *testing.T) {
 	names := KvproxyVariableNames()
-	if len(names) != 32 {
+	if len(names) != 34 {
 		t.Errorf("%d KVPROXY_ variables: %v", len(names), names)
 	}
 	for _, v := range Variables() {

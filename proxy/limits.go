@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/kvproxy/kvproxy/diagnose"
+	"github.com/kvproxy/kvproxy/metrics"
+)
+
+// What bounds kvproxy's memory: the connections served at once
+// (ServerOptions.MaxConns, counted by [connLimit]) and the bytes of request
+// bodies held at once (Options.MaxBufferedBytes, reserved by [bodyBudget]
+// before fasthttp reads a body). An idle keep-alive connection holds no
+// buffer (fasthttp's ReduceMemoryUsage), so its cost is a goroutine.
+
+// bodyBudget reserves room for request bodies before they are read. It is
+// consulted from fasthttp's HeaderReceived hook, which runs after a
+// request's head and before its body is read; the reservation is released
+// when the handler (or the error handler) is done with the request.
+//
+// Reservations are keyed by the request header's address, which is fixed
+// for a connection's lifetime and seen by all three hooks. A request whose
+// body read fails in a way fasthttp answers without the error handler (the
+// client closed the connection) leaves its reservation behind: the next
+// request on that header (the same connection, or the next connection given
+// the same pooled context) releases it, and a sweep releases any older than
+// a request can live.
+type bodyBudget struct {
+	sem     *semaphore.Weighted
+	size    int64
+	maxBody int64
+	wait    time.Duration
+	maxAge  time.Duration // no request holds a reservation longer
+	m       *metrics.Metrics
+
+	mu        sync.Mutex
+	held      map[*fasthttp.RequestHeader]reservation
+	lastSweep time.Time
+	// entries is len(held), read without the lock: requests without a
+	// body, most of them, then cost one atomic load.
+	entries atomic.Int64
+}
+
+type reservation struct {
+	n  int64 // bytes reserved; 0 with refused
+	at time.Time
+	// refused marks a request that could not get room: the error handler
+	// answers it 503 overloaded.
+	refused bool
+}
+
+func newBodyBudget(size, maxBody int64, wait, maxAge time.Duration, m *metrics.Metrics) *bodyBudget {
+	return &bodyBudget{sem: semaphore.NewWeighted(size), size: size, maxBody: maxBody, wait: wait, maxAge: maxAge, m: m,
+		held: map[*fasthttp.RequestHeader]reservation{}}
+}
+
+// reserveSize is the room a request's body needs: its Content-Length, or
+// the body limit for a chunked body; 0 without a body or when the body is
+// over the limit anyway (fasthttp answers 413 without reading it).
+func (b *bodyBudget) reserveSize(h *fasthttp.RequestHeader) int64 {
+	switch cl := int64(h.ContentLength()); {
+	case cl == -1: // chunked
+		return b.maxBody
+	case cl > 0 && cl <= b.maxBody:
+		return cl
+	}
+	return 0
+}
+
+// headerReceived reserves room for the body of the request whose head
+// arrived, waiting up to b.wait. Without room it tells fasthttp to refuse
+// the body as too large, which hands the request to the error handler
+// without reading the body; that handler answers 503 overloaded.
+func (b *bodyBudget) headerReceived(h *fasthttp.RequestHeader, readTimeout time.Duration) fasthttp.RequestConfig {
+	b.release(h) // what a request on this header left behind
+	n := b.reserveSize(h)
+	if n == 0 {
+		return fasthttp.RequestConfig{}
+	}
+	now := time.Now()
+	b.sweep(now)
+	if !b.sem.TryAcquire(n) {
+		ctx, cancel := context.WithTimeout(context.Background(), b.wait)
+		err := b.sem.Acquire(ctx, n)
+		cancel()
+		if err != nil {
+			b.put(h, reservation{at: now, refused: true})
+			b.m.CountOverload(metrics.LimitBufferedBytes)
+			return fasthttp.RequestConfig{MaxRequestBodySize: 1}
+		}
+	}
+	b.put(h, reservation{n: n, at: time.Now()})
+	b.m.AddBufferedBytes(n)
+	// The wait counted against the read deadline: restart it for the body.
+	return fasthttp.RequestConfig{ReadTimeout: readTimeout}
+}
+
+func (b *bodyBudget) put(h *fasthttp.RequestHeader, r reservation) {
+	b.mu.Lock()
+	b.held[h] = r
+	b.entries.Store(int64(len(b.held)))
+	b.mu.Unlock()
+}
+
+// refused reports whether the request on h found no room for its body.
+func (b *bodyBudget) refused(h *fasthttp.RequestHeader) bool {
+	if b.entries.Load() == 0 {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held[h].refused
+}
+
+// release gives back what the request on h reserved; it reports whether
+// the request was refused for want of room.
+func (b *bodyBudget) release(h *fasthttp.RequestHeader) (refused bool) {
+	if b.entries.Load() == 0 {
+		return false
+	}
+	b.mu.Lock()
+	r, ok := b.held[h]
+	if ok {
+		delete(b.held, h)
+		b.entries.Store(int64(len(b.held)))
+	}
+	b.mu.Unlock()
+	if ok && r.n > 0 {
+		b.sem.Release(r.n)
+		b.m.AddBufferedBytes(-r.n)
+	}
+	return r.refused
+}
+
+// sweep releases reservations older than any request can live, at most
+// once per second.
+func (b *bodyBudget) sweep(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.Sub(b.lastSweep) < time.Second {
+		return
+	}
+	b.lastSweep = now
+	for h, r := range b.held {
+		if now.Sub(r.at) > b.maxAge {
+			delete(b.held, h)
+			b.entries.Store(int64(len(b.held)))
+			if r.n > 0 {
+				b.sem.Release(r.n)
+				b.m.AddBufferedBytes(-r.n)
+			}
+		}
+	}
+}
+
+// overloaded is the refusal of work over a limit.
+func overloaded(limit string) refusal {
+	detail := "KVPROXY_MAX_BUFFERED_BYTES of request bodies are already held in memory and no room came free in time; retry, or raise the limit (and the memory limit with it)"
+	if limit == metrics.LimitConnections {
+		detail = "KVPROXY_MAX_CONNS connections are already open; close idle connections, use fewer, or raise the limit"
+	}
+	return refusal{status: fasthttp.StatusServiceUnavailable, code: "Overloaded", diagnosis: diagnose.Overloaded,
+		message: "kvproxy is at its limit and cannot take this request now.", detail: detail}
+}
+
+// connLimit refuses connections over a limit at accept time: the
+// connection gets a 503 overloaded answer and is closed, so the limit holds
+// however many clients connect. Connections are counted from fasthttp's
+// ConnState hook (new to closed).
+type connLimit struct {
+	net.Listener
+	max    int64
+	open   atomic.Int64
+	m      *metrics.Metrics
+	answer []byte // the whole 503 response
+}
+
+func newConnLimit(ln net.Listener, max int, m *metrics.Metrics) *connLimit {
+	var b errorBody
+	r := overloaded(metrics.LimitConnections)
+	b.Error.Code, b.Error.Message = r.code, r.message
+	b.Kvproxy.Diagnosis, b.Kvproxy.Detail = r.diagnosis, r.detail
+	body, _ := json.Marshal(b)
+	head := "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\n" +
+		HeaderDiagnosis + ": " + r.diagnosis + "\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
+	return &connLimit{Listener: ln, max: int64(max), m: m, answer: append([]byte(head), body...)}
+}
+
+// Accept returns the next connection under the limit.
+func (l *connLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Load() < l.max {
+			return c, nil
+		}
+		l.m.CountOverload(metrics.LimitConnections)
+		go l.refuse(c)
+	}
+}
+
+// refuse answers c 503 overloaded and closes it. The answer is written
+// before the request is read; a client that has sent its request by then
+// still reads it (the close is delayed until the answer is out).
+func (l *connLimit) refuse(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(l.answer); err != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	// Drain what the client sent so the close does not reset the
+	// connection before it has read the answer.
+	var buf [4096]byte
+	for range 16 {
+		if _, err := c.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// connState counts connections for the limit and the metric.
+func (l *connLimit) connState(_ net.Conn, s fasthttp.ConnState) {
+	switch s {
+	case fasthttp.StateNew:
+		l.open.Add(1)
+		l.m.AddConnections(1)
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		l.open.Add(-1)
+		l.m.AddConnections(-1)
+	}
+}
