@@ -162,6 +162,25 @@ func (b *bodyBudget) sweep(now time.Time) {
 	}
 }
 
+// largeBody is the body size over which a connection does not keep the
+// buffer for its next request. fasthttp keeps each connection's request and
+// response body buffers at the largest size they reached, so without this
+// 2,000 connections that each once carried a 1 MiB body would hold 2 GiB
+// while idle. Key Vault bodies are mostly far smaller.
+const largeBody = 16 << 10
+
+// dropLargeBuffers lets go of the body buffers of a request that carried a
+// large body or got a large answer: the request's now, the response's once
+// it is written (it is sent from a buffer of its own, not the pooled one).
+func dropLargeBuffers(ctx *fasthttp.RequestCtx) {
+	if len(ctx.Request.Body()) > largeBody {
+		ctx.Request.SwapBody(nil)
+	}
+	if len(ctx.Response.Body()) > largeBody {
+		ctx.Response.SetBodyRaw(ctx.Response.SwapBody(nil))
+	}
+}
+
 // overloaded is the refusal of work over a limit.
 func overloaded(limit string) refusal {
 	detail := "KVPROXY_MAX_BUFFERED_BYTES of request bodies are already held in memory and no room came free in time; retry, or raise the limit (and the memory limit with it)"
@@ -172,19 +191,18 @@ func overloaded(limit string) refusal {
 		message: "kvproxy is at its limit and cannot take this request now.", detail: detail}
 }
 
-// connLimit refuses connections over a limit at accept time: the
-// connection gets a 503 overloaded answer and is closed, so the limit holds
-// however many clients connect. Connections are counted from fasthttp's
-// ConnState hook (new to closed).
+// connLimit refuses connections over a limit at accept time ([Server.Serve]):
+// the connection gets a 503 overloaded answer and is closed, so the limit
+// holds however many clients connect. Connections are counted from
+// fasthttp's ConnState hook (new to closed).
 type connLimit struct {
-	net.Listener
 	max    int64
 	open   atomic.Int64
 	m      *metrics.Metrics
 	answer []byte // the whole 503 response
 }
 
-func newConnLimit(ln net.Listener, max int, m *metrics.Metrics) *connLimit {
+func newConnLimit(max int, m *metrics.Metrics) *connLimit {
 	var b errorBody
 	r := overloaded(metrics.LimitConnections)
 	b.Error.Code, b.Error.Message = r.code, r.message
@@ -192,22 +210,7 @@ func newConnLimit(ln net.Listener, max int, m *metrics.Metrics) *connLimit {
 	body, _ := json.Marshal(b)
 	head := "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\n" +
 		HeaderDiagnosis + ": " + r.diagnosis + "\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
-	return &connLimit{Listener: ln, max: int64(max), m: m, answer: append([]byte(head), body...)}
-}
-
-// Accept returns the next connection under the limit.
-func (l *connLimit) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.open.Load() < l.max {
-			return c, nil
-		}
-		l.m.CountOverload(metrics.LimitConnections)
-		go l.refuse(c)
-	}
+	return &connLimit{max: int64(max), m: m, answer: append([]byte(head), body...)}
 }
 
 // refuse answers c 503 overloaded and closes it. The answer is written
@@ -243,3 +246,46 @@ func (l *connLimit) connState(_ net.Conn, s fasthttp.ConnState) {
 		l.m.AddConnections(-1)
 	}
 }
+
+// chanListener is a listener fed connections by [Server.Serve].
+type chanListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// push hands c to the server accepting from l; false once l is closed.
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case <-l.done:
+		return false
+	default:
+	}
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
