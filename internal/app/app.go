@@ -66,9 +66,10 @@ func Main(args []string, environ []string, stdout, stderr io.Writer) int {
 		return exitCode(err, stderr)
 	}
 	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	ml := setMemoryLimit(cfg, env)
 	ctx, stop := signalContext()
 	defer stop()
-	return exitCode(Run(ctx, cfg, Deps{}, logger), stderr)
+	return exitCode(Run(ctx, cfg, Deps{MemoryLimit: ml.String()}, logger), stderr)
 }
 
 func signalContext() (context.Context, context.CancelFunc) {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -36,6 +37,8 @@ type Deps struct {
 	RootCAs *x509.CertPool
 	// Started is called once both listeners are open, with their addresses.
 	Started func(proxyAddr, adminAddr string)
+	// MemoryLimit is the Go soft memory limit set, for the start line.
+	MemoryLimit string
 }
 
 // Run serves until ctx ends, then drains: readiness turns 503, in-flight
@@ -125,7 +128,8 @@ func Run(ctx context.Context, cfg *config.Config, d Deps, logger *slog.Logger) e
 		slog.String("identity", pt.credDesc), slog.String("scope", pt.scope), slog.Bool("scopeExplicit", pt.explicitScope),
 		slog.Bool("readOnly", cfg.ReadOnly), slog.Bool("requireMetadataHeader", cfg.RequireMetadataHeader),
 		slog.Duration("refreshBefore", cfg.RefreshBefore), slog.Duration("upstreamTimeout", cfg.UpstreamTimeout),
-		slog.Duration("cacheTTL", cfg.CacheTTL), slog.Bool("tls", svc.certs != nil), slog.String("clientAuth", cfg.ClientAuth), slog.Bool("auditLog", cfg.AuditLog))
+		slog.Duration("cacheTTL", cfg.CacheTTL), slog.Bool("tls", svc.certs != nil), slog.String("clientAuth", cfg.ClientAuth), slog.Bool("auditLog", cfg.AuditLog),
+		slog.Int("maxConns", cfg.MaxConns), slog.Int64("maxBufferedBytes", cfg.MaxBufferedBytes), slog.String("memoryLimit", cmp.Or(d.MemoryLimit, "-")))
 	for _, w := range cfg.Warnings() {
 		logger.Warn("weakened default: " + w)
 	}
