@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -29,6 +30,13 @@ type CacheOptions struct {
 	RefreshBefore time.Duration
 	// FetchTimeout bounds one fetch from the credential (default 1m).
 	FetchTimeout time.Duration
+	// MaxWait bounds how long a request waits for a fetch in flight
+	// (default 3s): then it gets a *TokenError with Reason timeout, while
+	// the fetch goes on in the background and its token serves the
+	// requests that follow. A credential may retry for far longer than a
+	// client should be kept waiting (azidentity's IMDS policy: over a
+	// minute).
+	MaxWait time.Duration
 	// MinBackoff and MaxBackoff bound the jittered exponential backoff
 	// between failed fetches (defaults 1s and 30s).
 	MinBackoff, MaxBackoff time.Duration
@@ -86,6 +94,9 @@ func NewCache(o CacheOptions) *Cache {
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = time.Minute
 	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = 3 * time.Second
+	}
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = time.Second
 	}
@@ -110,8 +121,9 @@ func NewCache(o CacheOptions) *Cache {
 
 // Token returns a token that is not expired. While one is held this is a
 // single atomic load. Otherwise, on a cold start, it waits for the fetch in
-// flight (starting one if needed) until ctx ends; once a fetch has failed,
-// it returns that failure at once. Errors are *TokenError.
+// flight (starting one if needed) for at most MaxWait or until ctx ends; a
+// fetch that outlasts the wait goes on and stores its token. Once a fetch
+// has failed, Token returns that failure at once. Errors are *TokenError.
 func (c *Cache) Token(ctx context.Context) (azcore.AccessToken, error) {
 	if h := c.cur.Load(); h != nil && time.Now().Before(h.usableUntil) {
 		return h.tok, nil
@@ -132,21 +144,40 @@ func (c *Cache) slowToken(ctx context.Context) (azcore.AccessToken, error) {
 		}
 		return azcore.AccessToken{}, lastErr
 	}
-	ch := c.sf.DoChan("token", c.fetch)
+	h, err := c.await(ctx, c.sf.DoChan("token", c.fetch))
+	if err != nil {
+		return azcore.AccessToken{}, err
+	}
+	if !time.Now().Before(h.usableUntil) {
+		return azcore.AccessToken{}, &TokenError{Reason: ReasonExpired, Detail: "the credential returned a token that is already expired or about to expire; check the clock of this machine and of the identity endpoint"}
+	}
+	return h.tok, nil
+}
+
+// await waits for the outcome of a fetch in flight, at most MaxWait and
+// never past ctx's end. Giving up does not stop the fetch: it runs under
+// the cache's context, and fetchWith stores what it gets.
+func (c *Cache) await(ctx context.Context, ch <-chan singleflight.Result) (*held, error) {
+	wait := time.NewTimer(c.o.MaxWait)
+	defer wait.Stop()
 	select {
 	case r := <-ch:
 		if r.Err != nil {
-			return azcore.AccessToken{}, r.Err
+			return nil, r.Err
 		}
-		h := r.Val.(*held)
-		if !time.Now().Before(h.usableUntil) {
-			return azcore.AccessToken{}, &TokenError{Reason: ReasonExpired, Detail: "the credential returned a token that is already expired or about to expire; check the clock of this machine and of the identity endpoint"}
-		}
-		return h.tok, nil
+		return r.Val.(*held), nil
+	case <-wait.C:
+		return nil, &TokenError{Reason: ReasonTimeout, Err: errMaxWait,
+			Detail: fmt.Sprintf("no token arrived within %v; the identity endpoint is slow or unreachable (kvproxy keeps asking it in the background)", c.o.MaxWait)}
 	case <-ctx.Done():
-		return azcore.AccessToken{}, &TokenError{Reason: ReasonTimeout, Detail: "no valid token arrived before the request's deadline; the identity endpoint is slow or unreachable", Err: ctx.Err()}
+		return nil, &TokenError{Reason: ReasonTimeout, Err: ctx.Err(),
+			Detail: "no token arrived before the request's deadline; the identity endpoint is slow or unreachable"}
 	}
 }
+
+// errMaxWait is the cause of a TokenError of a request that waited
+// MaxWait for a fetch.
+var errMaxWait = errors.New("waited the longest a request waits for a token fetch")
 
 // SetTenant sets the tenant passed to credentials that accept one (learned
 // from the vault's challenge).
@@ -198,7 +229,8 @@ func (c *Cache) LastError() *TokenError {
 // none to offer (azidentity hands back its cached token until it nears
 // expiry; once it has, that token is not renewed again without a claims
 // challenge) or a renewal ran less than RequestRetryInterval ago, so a
-// vault that keeps answering 401 cannot drive the identity endpoint.
+// vault that keeps answering 401 cannot drive the identity endpoint. Like
+// Token, it waits for the credential at most MaxWait.
 func (c *Cache) Renew(ctx context.Context, rejected string, challenge kvwire.Challenge) (azcore.AccessToken, error) {
 	now := time.Now()
 	if h := c.cur.Load(); h != nil && h.tok.Token != rejected && now.Before(h.usableUntil) {
@@ -224,26 +256,20 @@ func (c *Cache) Renew(ctx context.Context, rejected string, challenge kvwire.Cha
 	}
 	c.renewedAt = now
 	c.mu.Unlock()
-	resc := c.sf.DoChan("renew", func() (any, error) { return c.fetchWith(claims) })
-	select {
-	case r := <-resc:
-		if r.Err != nil {
-			return azcore.AccessToken{}, r.Err
-		}
-		h := r.Val.(*held)
-		if h.tok.Token == rejected {
-			if claims == "" {
-				c.mu.Lock()
-				c.futile = rejected
-				c.mu.Unlock()
-			}
-			return azcore.AccessToken{}, &TokenError{Reason: ReasonRejected,
-				Detail: "the vault rejected the token and the credential has no other to offer yet"}
-		}
-		return h.tok, nil
-	case <-ctx.Done():
-		return azcore.AccessToken{}, &TokenError{Reason: ReasonTimeout, Detail: "no new token arrived before the request's deadline", Err: ctx.Err()}
+	h, err := c.await(ctx, c.sf.DoChan("renew", func() (any, error) { return c.fetchWith(claims) }))
+	if err != nil {
+		return azcore.AccessToken{}, err
 	}
+	if h.tok.Token == rejected {
+		if claims == "" {
+			c.mu.Lock()
+			c.futile = rejected
+			c.mu.Unlock()
+		}
+		return azcore.AccessToken{}, &TokenError{Reason: ReasonRejected,
+			Detail: "the vault rejected the token and the credential has no other to offer yet"}
+	}
+	return h.tok, nil
 }
 
 // Run acquires the first token and keeps it fresh until ctx ends. It never

@@ -31,12 +31,15 @@ var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 // numbered from 1; answer decides what call n returns. The time of every
 // call is recorded.
 type fakeCred struct {
-	calls  atomic.Int32
-	gate   chan struct{} // when set, GetToken blocks until it is closed
-	answer func(n int, opts policy.TokenRequestOptions) (azcore.AccessToken, error)
-	mu     sync.Mutex
-	opts   []policy.TokenRequestOptions
-	at     []time.Time
+	calls atomic.Int32
+	// gate, when set, blocks the calls after the first gateAfter until it
+	// is closed.
+	gate      chan struct{}
+	gateAfter int
+	answer    func(n int, opts policy.TokenRequestOptions) (azcore.AccessToken, error)
+	mu        sync.Mutex
+	opts      []policy.TokenRequestOptions
+	at        []time.Time
 }
 
 func (f *fakeCred) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
@@ -45,7 +48,7 @@ func (f *fakeCred) GetToken(ctx context.Context, opts policy.TokenRequestOptions
 	f.opts = append(f.opts, opts)
 	f.at = append(f.at, time.Now())
 	f.mu.Unlock()
-	if f.gate != nil {
+	if f.gate != nil && n > f.gateAfter {
 		select {
 		case <-f.gate:
 		case <-ctx.Done():
@@ -133,6 +136,61 @@ func TestColdCacheConcurrentRequestsCauseOneFetch(t *testing.T) {
 		}
 		if got := cred.calls.Load(); got != 1 {
 			t.Fatalf("credential called %d times for %d concurrent cold requests, want 1", got, n)
+		}
+	})
+}
+
+// A cold request waits for the fetch in flight at most MaxWait, however
+// long the credential takes (azidentity's IMDS retries run for over a
+// minute); the fetch goes on and its token serves the next request.
+func TestColdRequestWaitsAtMostMaxWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cred := &fakeCred{gate: make(chan struct{}), answer: lifetimeTokens(time.Hour)}
+		c, _ := newTestCache(t, cred, func(o *CacheOptions) { o.MaxWait = 2 * time.Second })
+		start := time.Now()
+		_, err := c.Token(context.Background())
+		var te *TokenError
+		if !errors.As(err, &te) || te.Reason != ReasonTimeout || !strings.Contains(te.Detail, "2s") {
+			t.Fatalf("got %v, want a %s TokenError naming the 2s wait", err, ReasonTimeout)
+		}
+		if waited := time.Since(start); waited != 2*time.Second {
+			t.Errorf("the request waited %v, want MaxWait (2s)", waited)
+		}
+		// A request with a shorter deadline of its own keeps it.
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start = time.Now()
+		if _, err := c.Token(ctx); err == nil || time.Since(start) != 500*time.Millisecond {
+			t.Errorf("Token with a 500ms deadline: %v after %v", err, time.Since(start))
+		}
+		if c.LastError() != nil {
+			t.Errorf("a wait that ran out recorded a fetch failure: %v", c.LastError())
+		}
+		close(cred.gate) // the fetch, still in flight, completes
+		synctest.Wait()
+		start = time.Now()
+		tok, err := c.Token(context.Background())
+		if err != nil || tok.Token != "token-1" || time.Since(start) != 0 {
+			t.Fatalf("after the fetch completed: %q, %v after %v; want token-1 at once", tok.Token, err, time.Since(start))
+		}
+		if got := cred.calls.Load(); got != 1 {
+			t.Errorf("%d credential calls, want 1: the requests that gave up joined the one fetch", got)
+		}
+	})
+}
+
+// The default MaxWait is 3 seconds.
+func TestMaxWaitDefault(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cred := &fakeCred{gate: make(chan struct{}), answer: lifetimeTokens(time.Hour)}
+		defer close(cred.gate)
+		c := NewCache(CacheOptions{Credential: cred, Scope: "https://vault.azure.net/.default"})
+		start := time.Now()
+		if _, err := c.Token(context.Background()); err == nil {
+			t.Fatal("got a token from a credential that never answers")
+		}
+		if waited := time.Since(start); waited != 3*time.Second {
+			t.Errorf("waited %v, want 3s", waited)
 		}
 	})
 }
@@ -426,6 +484,28 @@ func TestRenew(t *testing.T) {
 	})
 }
 
+// A renewal waits for the credential at most MaxWait too, and the token
+// held keeps being served.
+func TestRenewWaitsAtMostMaxWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cred := &fakeCred{gate: make(chan struct{}), gateAfter: 1, answer: lifetimeTokens(time.Hour)}
+		defer close(cred.gate)
+		c, _ := newTestCache(t, cred, func(o *CacheOptions) { o.MaxWait = time.Second })
+		if _, err := c.Token(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err := c.Renew(context.Background(), "token-1", kvwire.Challenge{})
+		var te *TokenError
+		if !errors.As(err, &te) || te.Reason != ReasonTimeout || time.Since(start) != time.Second {
+			t.Fatalf("Renew: %v after %v; want a %s TokenError after MaxWait (1s)", err, time.Since(start), ReasonTimeout)
+		}
+		if tok, err := c.Token(context.Background()); err != nil || tok.Token != "token-1" {
+			t.Errorf("Token during the renewal: %q, %v; want the held token", tok.Token, err)
+		}
+	})
+}
+
 func BenchmarkTokenHot(b *testing.B) {
 	cred := &fakeCred{answer: lifetimeTokens(time.Hour)}
 	c := NewCache(CacheOptions{Credential: cred, Scope: "https://vault.azure.net/.default"})
@@ -473,14 +553,10 @@ func waitFor(t *testing.T, cond func() bool) {
 // could take the credential's whole retry cycle).
 func TestKnownOutageFailsFast(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		gate := make(chan struct{})
-		defer close(gate)
-		cred := &fakeCred{answer: func(n int, _ policy.TokenRequestOptions) (azcore.AccessToken, error) {
-			if n > 1 {
-				<-gate
-			}
+		cred := &fakeCred{gate: make(chan struct{}), gateAfter: 1, answer: func(int, policy.TokenRequestOptions) (azcore.AccessToken, error) {
 			return azcore.AccessToken{}, errors.New("connection refused")
 		}}
+		defer close(cred.gate)
 		c, _ := newTestCache(t, cred, nil)
 		if _, err := c.Token(context.Background()); err == nil {
 			t.Fatal("want error")

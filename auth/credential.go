@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/managedidentity"
 )
 
 // Kind is a kind of credential.
@@ -71,6 +74,9 @@ func NewCredential(o CredentialOptions) (azcore.TokenCredential, string, error) 
 	}
 	switch o.Kind {
 	case KindManagedIdentity:
+		if source, err := managedidentity.GetSource(); err == nil && source == managedidentity.DefaultToIMDS && !retrySet(co.Retry) {
+			co.Retry = imdsRetry
+		}
 		opts := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: co}
 		desc := "managed identity (system-assigned"
 		if o.ClientID != "" {
@@ -118,6 +124,33 @@ func NewCredential(o CredentialOptions) (azcore.TokenCredential, string, error) 
 		return cred, "Azure CLI (az account get-access-token)", err
 	}
 	return nil, "", fmt.Errorf("unknown credential kind %q", o.Kind)
+}
+
+// imdsRetry is how one token fetch from IMDS retries, when the caller set
+// no retry options. azidentity's own IMDS policy (6 retries from 2s up to
+// 25s apart, a minute per try: over a minute in all, after IMDS's advice)
+// suits a program that asks for one token and has nothing else to do. In
+// kvproxy the fetch runs in the background while requests wait for it at
+// most CacheOptions.MaxWait, and the Cache retries failed fetches itself:
+// with backoff up to 30s, and as soon as a request needs a token once a
+// second (RequestRetryInterval). A fetch that ends soon lets those retries
+// notice a recovered IMDS within seconds and gets a request the real cause
+// rather than a timeout. So: 3 tries about 0.5s and 1.5s apart (a failing
+// fetch ends in about 2s), each cut after 10s, the latency IMDS's team
+// gives as its bound (shorter per-try timeouts are known to fail on busy
+// VMs). StatusCodes stays nil so that azidentity fills in IMDS's list
+// (404, 410, 429 and 5xx); azidentity only fills zero fields.
+var imdsRetry = policy.RetryOptions{
+	MaxRetries:    2,
+	RetryDelay:    500 * time.Millisecond,
+	MaxRetryDelay: 2 * time.Second,
+	TryTimeout:    10 * time.Second,
+}
+
+// retrySet reports whether r sets any retry option.
+func retrySet(r policy.RetryOptions) bool {
+	return r.MaxRetries != 0 || r.TryTimeout != 0 || r.RetryDelay != 0 || r.MaxRetryDelay != 0 ||
+		r.StatusCodes != nil || r.ShouldRetry != nil
 }
 
 // requirement is a setting a credential needs: its value and what to set.

@@ -48,7 +48,9 @@ func TestManagedIdentityColdCacheOneEndpointRequest(t *testing.T) {
 	if !strings.Contains(desc, "system-assigned") {
 		t.Errorf("description %q", desc)
 	}
-	c := NewCache(CacheOptions{Credential: cred, Scope: uniqueScope()})
+	// The requests wait as long as the endpoint is held, however long
+	// starting 200 goroutines takes.
+	c := NewCache(CacheOptions{Credential: cred, Scope: uniqueScope(), MaxWait: time.Minute})
 	release := faults.Hold()
 	const n = 200
 	var wg sync.WaitGroup

@@ -2,7 +2,8 @@
 // a subprocess with an explicit environment, and pointed at the local Azure
 // fakes of internal/azfake (a Key Vault over TLS, the App Service managed
 // identity endpoint and a Microsoft Entra stand-in), which run in the test
-// process. Everything listens on 127.0.0.1.
+// process. Everything listens on 127.0.0.1, except IMDS, which TestIMDS
+// serves at 169.254.169.254 in a network namespace of its own.
 package e2e
 
 import (
@@ -21,6 +22,12 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	if bin := os.Getenv(kvproxyBinEnv); bin != "" {
+		// This test binary was re-executed by a test of its own (TestIMDS,
+		// in a network namespace): use the binary its parent built.
+		kvproxyBin = bin
+		return m.Run()
+	}
 	root, err := filepath.Abs("..")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

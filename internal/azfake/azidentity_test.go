@@ -45,6 +45,27 @@ func uniqueScope(name string) string {
 	return "https://" + name + "-" + uuid.NewString() + ".example/.default"
 }
 
+// tokenOrRefusal checks the outcome of GetToken: with wantStatus 0 a token
+// the fakes minted, whose claims it returns with true; otherwise a refusal
+// with that status whose message contains want.
+func tokenOrRefusal(t *testing.T, tok azcore.AccessToken, err error, wantStatus int, want string) (TokenClaims, bool) {
+	t.Helper()
+	if wantStatus != 0 {
+		if err == nil || statusOf(err) != wantStatus || !strings.Contains(err.Error(), want) {
+			t.Fatalf("GetToken error = %v (status %d), want %d: %s", err, statusOf(err), wantStatus, want)
+		}
+		return TokenClaims{}, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseToken(tok.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, true
+}
+
 // statusOf returns the HTTP status of an azidentity authentication failure.
 func statusOf(err error) int {
 	var afe *azidentity.AuthenticationFailedError
@@ -134,18 +155,9 @@ func TestManagedIdentityCredentialUserAssigned(t *testing.T) {
 				t.Fatal(err)
 			}
 			tok, err := getToken(t, cred, tt.scope)
-			if tt.wantStatus != 0 {
-				if err == nil || statusOf(err) != tt.wantStatus || !strings.Contains(err.Error(), "No User Assigned or Delegated Managed Identity found") {
-					t.Fatalf("GetToken error = %v (status %d), want %d", err, statusOf(err), tt.wantStatus)
-				}
+			c, ok := tokenOrRefusal(t, tok, err, tt.wantStatus, "No User Assigned or Delegated Managed Identity found")
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := ParseToken(tok.Token)
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.AppID != "c0ffee00-0000-0000-0000-000000000001" || c.ObjectID != "0b1ec700-0000-0000-0000-000000000001" ||
 				c.MIResourceID != resID || c.Audience != strings.TrimSuffix(tt.scope, "/.default") {

@@ -1,12 +1,14 @@
 // Package azfake provides local stand-ins for the Azure services kvproxy talks
 // to, speaking their real wire formats: an in-memory Key Vault ([Vault], secrets
-// only), the App Service managed identity endpoint ([IdentityServer]) and enough
-// of Microsoft Entra ID for azidentity's WorkloadIdentityCredential and
+// only), the App Service managed identity endpoint ([IdentityServer]), the
+// IMDS managed identity endpoint of Azure VMs and AKS nodes ([IMDS]) and
+// enough of Microsoft Entra ID for azidentity's WorkloadIdentityCredential and
 // ClientSecretCredential ([Entra]). kvproxy's tests and `kvproxy dev` use them.
 //
 // Tests steer the fakes through controls kept apart from them: a
-// [VaultFaults] or [IdentityFaults] passed in the options injects latency,
-// failures, an outage or held requests; the playground passes none. Package
+// [VaultFaults], [IdentityFaults] or [IMDSFaults] passed in the options
+// injects latency, failures, an outage or held requests; the playground
+// passes none. Package
 // azfaketest starts fakes for a test and stops them with it.
 //
 // The fakes issue and accept tokens minted by [MintToken]: JWTs signed with
@@ -21,6 +23,7 @@
 // checked against a captured Azure response is marked as such where it is
 // produced.
 //
-// Servers started by Start listen on 127.0.0.1 only. Everything is safe for
-// concurrent use.
+// Servers started by Start listen on 127.0.0.1 only, except an IMDS started
+// on [IMDSAddr], which only a network namespace holding that address can
+// serve. Everything is safe for concurrent use.
 package azfake

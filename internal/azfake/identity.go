@@ -49,10 +49,7 @@ type IdentityOptions struct {
 type IdentityServer struct {
 	o   IdentityOptions
 	srv server
-
-	mu       sync.Mutex
-	requests int
-	issued   int
+	tokenCounts
 }
 
 // NewIdentityServer returns an identity endpoint.
@@ -60,6 +57,16 @@ func NewIdentityServer(o IdentityOptions) *IdentityServer {
 	if o.Header == "" {
 		o.Header = "kvproxy-dev-header"
 	}
+	o = o.withDefaults()
+	if o.Faults == nil {
+		o.Faults = new(IdentityFaults) // injects nothing
+	}
+	return &IdentityServer{o: o}
+}
+
+// withDefaults fills in the identity model the managed identity fakes
+// share: tenant, system-assigned identity, token lifetime and clock.
+func (o IdentityOptions) withDefaults() IdentityOptions {
 	if o.TenantID == "" {
 		o.TenantID = DefaultTenantID
 	}
@@ -70,10 +77,7 @@ func NewIdentityServer(o IdentityOptions) *IdentityServer {
 		o.Lifetime = 24 * time.Hour
 	}
 	o.Now = orNow(o.Now)
-	if o.Faults == nil {
-		o.Faults = new(IdentityFaults) // injects nothing
-	}
-	return &IdentityServer{o: o}
+	return o
 }
 
 // Start serves plain HTTP on 127.0.0.1:0, or on addr when it is not empty, and
@@ -89,18 +93,38 @@ func (s *IdentityServer) Start(addr string) (string, error) {
 // Close stops a server started with Start.
 func (s *IdentityServer) Close() error { return s.srv.close() }
 
+// tokenCounts count a managed identity endpoint's token requests and the
+// tokens it issued. It is safe for concurrent use.
+type tokenCounts struct {
+	mu       sync.Mutex
+	requests int
+	issued   int
+}
+
+func (c *tokenCounts) countRequest() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.requests++
+}
+
+func (c *tokenCounts) countIssued() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.issued++
+}
+
 // Requests returns the number of token requests received, failed ones included.
-func (s *IdentityServer) Requests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests
+func (c *tokenCounts) Requests() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.requests
 }
 
 // Issued returns the number of tokens issued.
-func (s *IdentityServer) Issued() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.issued
+func (c *tokenCounts) Issued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.issued
 }
 
 // msiError is the App Service identity endpoint's error body.
@@ -122,9 +146,7 @@ type msiToken struct {
 
 // ServeHTTP implements the token endpoint.
 func (s *IdentityServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.requests++
-	s.mu.Unlock()
+	s.countRequest()
 	if s.o.Faults.intercept(w, r) {
 		return
 	}
@@ -149,28 +171,15 @@ func (s *IdentityServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, msiError{400, "The resource parameter is missing.", uuid.NewString()})
 		return
 	}
-	id, ok := s.identity(q.Get("client_id"), cmp.Or(q.Get("principal_id"), q.Get("object_id")), q.Get("mi_res_id"))
+	id, ok := s.o.identity(q.Get("client_id"), cmp.Or(q.Get("principal_id"), q.Get("object_id")), q.Get("mi_res_id"))
 	if !ok {
 		// As captured from App Service: no correlationId in this one.
 		writeJSON(w, http.StatusBadRequest, msiError{StatusCode: 400, Message: "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/PrincipalId."})
 		return
 	}
 
-	now := s.o.Now()
-	exp := now.Add(s.o.Lifetime)
-	tok := MintToken(TokenClaims{
-		TenantID:     s.o.TenantID,
-		ObjectID:     id.ObjectID,
-		AppID:        id.AppID,
-		Audience:     resource,
-		IssuedAt:     now,
-		NotBefore:    now,
-		ExpiresAt:    exp,
-		MIResourceID: id.ResourceID,
-	})
-	s.mu.Lock()
-	s.issued++
-	s.mu.Unlock()
+	tok, _, exp := s.o.issue(id, resource)
+	s.countIssued()
 	writeJSON(w, http.StatusOK, msiToken{
 		AccessToken: tok,
 		ExpiresOn:   strconv.FormatInt(exp.Unix(), 10),
@@ -180,14 +189,31 @@ func (s *IdentityServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// issue mints a token for id and resource, issued now and living Lifetime.
+func (o IdentityOptions) issue(id Identity, resource string) (token string, now, exp time.Time) {
+	now = o.Now()
+	exp = now.Add(o.Lifetime)
+	token = MintToken(TokenClaims{
+		TenantID:     o.TenantID,
+		ObjectID:     id.ObjectID,
+		AppID:        id.AppID,
+		Audience:     resource,
+		IssuedAt:     now,
+		NotBefore:    now,
+		ExpiresAt:    exp,
+		MIResourceID: id.ResourceID,
+	})
+	return token, now, exp
+}
+
 // identity picks the system-assigned identity, or the user-assigned one the
 // first non-empty selector names. A user-assigned identity without an AppID
 // takes its map key.
-func (s *IdentityServer) identity(clientID, objectID, resourceID string) (Identity, bool) {
+func (o IdentityOptions) identity(clientID, objectID, resourceID string) (Identity, bool) {
 	if clientID == "" && objectID == "" && resourceID == "" {
-		return s.o.Identity, true
+		return o.Identity, true
 	}
-	for c, id := range s.o.UserAssigned {
+	for c, id := range o.UserAssigned {
 		if id.AppID == "" {
 			id.AppID = c
 		}

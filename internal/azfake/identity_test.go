@@ -33,13 +33,22 @@ func startIdentity(t *testing.T, o IdentityOptions) (*IdentityServer, string) {
 // identityGet sends a token request with the given query and header.
 func identityGet(t *testing.T, ctx context.Context, endpoint string, q url.Values, header string) response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"?"+q.Encode(), nil)
+	h := http.Header{}
+	if header != "" {
+		h.Set("X-IDENTITY-HEADER", header)
+	}
+	return tokenRequest(t, ctx, http.MethodGet, endpoint, q, h)
+}
+
+// tokenRequest sends a request with the given query and headers to a
+// managed identity endpoint.
+func tokenRequest(t *testing.T, ctx context.Context, method, endpoint string, q url.Values, h http.Header) response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, endpoint+"?"+q.Encode(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if header != "" {
-		req.Header.Set("X-IDENTITY-HEADER", header)
-	}
+	req.Header = h
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -122,22 +131,29 @@ func TestIdentityServerProtocol(t *testing.T) {
 			if raw["expires_on"] != wantExp || raw["resource"] != "https://vault.azure.net" || raw["token_type"] != "Bearer" || raw["client_id"] != tt.wantAppID {
 				t.Errorf("body = %s", r.body)
 			}
-			c, err := ParseToken(raw["access_token"].(string))
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := TokenClaims{
-				TenantID: DefaultTenantID, ObjectID: tt.wantOID, AppID: tt.wantAppID, Audience: "https://vault.azure.net",
-				Issuer: "https://sts.windows.net/" + DefaultTenantID + "/", IssuedAt: testNow, NotBefore: testNow,
-				ExpiresAt: testNow.Add(24 * time.Hour), MIResourceID: tt.wantMIRID,
-			}
-			if c != want {
-				t.Errorf("claims = %+v,\nwant     %+v", c, want)
-			}
+			checkIssued(t, raw["access_token"].(string), Identity{ObjectID: tt.wantOID, AppID: tt.wantAppID, ResourceID: tt.wantMIRID})
 			if got := s.Issued(); got != issued {
 				t.Errorf("Issued() = %d, want %d", got, issued)
 			}
 		})
+	}
+}
+
+// checkIssued checks a token a managed identity fake issued at testNow
+// with its defaults, for the vault, to id.
+func checkIssued(t *testing.T, token string, id Identity) {
+	t.Helper()
+	c, err := ParseToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := TokenClaims{
+		TenantID: DefaultTenantID, ObjectID: id.ObjectID, AppID: id.AppID, Audience: "https://vault.azure.net",
+		Issuer: "https://sts.windows.net/" + DefaultTenantID + "/", IssuedAt: testNow, NotBefore: testNow,
+		ExpiresAt: testNow.Add(24 * time.Hour), MIResourceID: id.ResourceID,
+	}
+	if c != want {
+		t.Errorf("claims = %+v,\nwant     %+v", c, want)
 	}
 }
 
