@@ -6,7 +6,9 @@
 //
 // Tests steer the fakes through controls kept apart from them: a
 // [VaultFaults] or [IdentityFaults] passed in the options injects latency,
-// failures, an outage or held requests; the playground passes none. Package
+// failures, answers cut off by a connection reset or trickled byte by byte,
+// a TLS black hole, malformed answers, an outage or held requests; the
+// playground passes none. Package
 // azfaketest starts fakes for a test and stops them with it.
 //
 // The fakes issue and accept tokens minted by [MintToken]: JWTs signed with
