@@ -7,8 +7,9 @@
 //
 // Tests steer the fakes through controls kept apart from them: a
 // [VaultFaults], [IdentityFaults] or [IMDSFaults] passed in the options
-// injects latency, failures, an outage or held requests; the playground
-// passes none. Package
+// injects latency, failures, answers cut off by a connection reset or
+// trickled byte by byte, a TLS black hole, malformed answers, an outage or
+// held requests; the playground passes none. Package
 // azfaketest starts fakes for a test and stops them with it.
 //
 // The fakes issue and accept tokens minted by [MintToken]: JWTs signed with

@@ -134,7 +134,7 @@ func NewVault(o VaultOptions) *Vault {
 // Start serves the vault over TLS with t.ServerConfig on 127.0.0.1:0, or on
 // addr when it is not empty, and returns the base URL "https://127.0.0.1:PORT".
 func (v *Vault) Start(t *TLS, addr string) (string, error) {
-	return v.srv.start(v, addr, t.ServerConfig)
+	return v.srv.start(v, addr, v.o.Faults.tlsConfig(t.ServerConfig))
 }
 
 // Close stops a vault started with Start.
@@ -308,7 +308,8 @@ func (v *Vault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	v.requests = append(v.requests, rec)
 	v.mu.Unlock()
 
-	if v.o.Faults.intercept(w, r) {
+	w, answered := v.o.Faults.intercept(w, r)
+	if answered {
 		return
 	}
 
