@@ -151,9 +151,6 @@ func TestFaults(t *testing.T) {
 		// applied: a PUT the vault carried out before the answer was lost;
 		// its secret must then hold exactly one version.
 		applied bool
-		// knownBug skips the case, naming the kvproxy bug it exposes; delete
-		// it with the fix.
-		knownBug string
 	}{
 		{
 			name:   "vault resets one GET mid-answer",
@@ -190,7 +187,6 @@ func TestFaults(t *testing.T) {
 			method: http.MethodPut, path: "/secrets/fault-reset-put-detail",
 			status: http.StatusBadGateway, diagnosis: "upstream-unavailable", detail: "reset", notDetail: "could not be reached",
 			minVault: 1, maxVault: 1, applied: true,
-			knownBug: "proxy/errors.go classify words every transport error but a timeout as \"the vault could not be reached\", also one that cut off the answer to a request the vault received",
 		},
 		{
 			// The GET of this is TestUpstreamFailures' "vault too slow".
@@ -223,7 +219,6 @@ func TestFaults(t *testing.T) {
 			clear:  func(f *fakes) { f.Vault.Faults.SetBlackHole(false) },
 			method: http.MethodGet, path: "/secrets/db-password",
 			status: http.StatusGatewayTimeout, diagnosis: "upstream-unavailable", detail: "in time",
-			knownBug: "proxy/upstream.go newHostClient sets no WriteTimeout, so fasthttp defers the TLS handshake to the first write, where no read deadline bounds it: a request to a vault that never finishes the handshake hangs until the vault does",
 		},
 		{
 			name: "identity endpoint answers 429 with Retry-After", cold: true,
@@ -269,9 +264,6 @@ func TestFaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.knownBug != "" {
-				t.Skip("known bug: " + tc.knownBug)
-			}
 			t.Parallel()
 			start := time.Now()
 			f := newFakes(t, azfake.VaultOptions{}, azfake.IdentityOptions{})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -96,7 +97,7 @@ func classify(err error) refusal {
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) ||
-		errors.Is(err, fasthttp.ErrDialTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
+		errors.Is(err, fasthttp.ErrDialTimeout) || errors.Is(err, fasthttp.ErrTLSHandshakeTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
 		return refusal{status: fasthttp.StatusGatewayTimeout, code: "UpstreamTimeout", diagnosis: diagnose.UpstreamUnavailable,
 			message: "The vault did not answer within KVPROXY_UPSTREAM_TIMEOUT.",
 			detail:  "the vault did not answer in time (" + summarize(err) + "); check its health and the network path, or raise KVPROXY_UPSTREAM_TIMEOUT"}
@@ -106,9 +107,24 @@ func classify(err error) refusal {
 			message: "The vault's answer is larger than kvproxy accepts.",
 			detail:  fmt.Sprintf("the vault's answer exceeded %d bytes; no Key Vault answer is that large, so something between kvproxy and the vault answered", maxResponseBody)}
 	}
+	if brokeAfterSending(err) {
+		return refusal{status: fasthttp.StatusBadGateway, code: "UpstreamUnavailable", diagnosis: diagnose.UpstreamUnavailable,
+			message: "The connection to the vault broke before its whole answer arrived.",
+			detail: "the connection broke while kvproxy read the vault's answer (" + summarize(err) +
+				"); the vault may have carried the request out: read the item before sending a write again"}
+	}
 	return refusal{status: fasthttp.StatusBadGateway, code: "UpstreamUnavailable", diagnosis: diagnose.UpstreamUnavailable,
 		message: "kvproxy could not reach the vault.",
 		detail:  "the vault could not be reached (" + summarize(err) + "); check DNS, the firewall or private endpoint, and the trusted CA bundle"}
+}
+
+// brokeAfterSending reports a failure reading the vault's answer: the
+// request was sent (connecting and the TLS handshake happen before, in
+// dialTLS), so the vault may have acted on it.
+func brokeAfterSending(err error) bool {
+	var oe *net.OpError
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.As(err, &oe) && oe.Op == "read"
 }
 
 // summarize shortens a transport error for a client-facing detail.

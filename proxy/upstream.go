@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,11 +45,17 @@ func newHostClient(o Options) *fasthttp.HostClient {
 	if err != nil {
 		dial = nil // a malformed HTTPS_PROXY: dial directly, fasthttp's default
 	}
+	if dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		dial = func(addr string) (net.Conn, error) { return d.Dial("tcp", addr) }
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs, ServerName: o.Vault.Hostname(),
+		ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 	return &fasthttp.HostClient{
 		Addr:                     addr,
 		IsTLS:                    true,
-		TLSConfig:                &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs, ServerName: o.Vault.Hostname()},
-		Dial:                     dial,
+		TLSConfig:                cfg,
+		DialTimeout:              dialTLS(dial, cfg, o.UpstreamTimeout),
 		MaxConns:                 maxConns,
 		MaxIdleConnDuration:      90 * time.Second,
 		MaxConnWaitTimeout:       o.UpstreamTimeout,
@@ -58,6 +66,66 @@ func newHostClient(o Options) *fasthttp.HostClient {
 		RetryIfErr: func(req *fasthttp.Request, attempts int, _ error) (bool, bool) {
 			return false, attempts < 2 && (req.Header.IsGet() || req.Header.IsHead())
 		},
+	}
+}
+
+// dialTLS connects through dial (HTTPS_PROXY's tunnel when set) and
+// completes the TLS handshake, both within timeout: the request's
+// remaining time, or fallback when fasthttp passes none (a connection
+// dialled for a queue of waiting requests). Without it a vault that takes
+// the TCP connection but never finishes the handshake (a black hole) would
+// hold the request past its deadline: fasthttp would run the handshake
+// inside the first write, where no read deadline applies.
+func dialTLS(dial func(string) (net.Conn, error), cfg *tls.Config, fallback time.Duration) fasthttp.DialFuncWithTimeout {
+	return func(addr string, timeout time.Duration) (net.Conn, error) {
+		if timeout <= 0 {
+			timeout = fallback
+		}
+		deadline := time.Now().Add(timeout)
+		type dialed struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan dialed, 1)
+		go func() { // the proxy dialer has deadlines of its own, not the request's
+			c, err := dial(addr)
+			ch <- dialed{c, err}
+		}()
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		var raw net.Conn
+		select {
+		case d := <-ch:
+			if d.err != nil {
+				return nil, d.err
+			}
+			raw = d.c
+		case <-t.C:
+			go func() {
+				if d := <-ch; d.c != nil {
+					d.c.Close()
+				}
+			}()
+			return nil, fasthttp.ErrDialTimeout
+		}
+		tc := tls.Client(raw, cfg)
+		if err := raw.SetDeadline(deadline); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		if err := tc.Handshake(); err != nil {
+			raw.Close()
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, fasthttp.ErrTLSHandshakeTimeout
+			}
+			return nil, err
+		}
+		if err := raw.SetDeadline(time.Time{}); err != nil {
+			tc.Close()
+			return nil, err
+		}
+		return tc, nil
 	}
 }
 
