@@ -30,6 +30,11 @@ const (
 	AudienceMismatch       = "audience-mismatch"
 	TokenExpired           = "token-expired"
 	TokenRejected          = "token-rejected"
+
+	// The vault's own 429 and 5xx answers, passed on after kvproxy's
+	// retries.
+	VaultThrottled   = "vault-throttled"
+	VaultUnavailable = "vault-unavailable"
 )
 
 // Code describes one diagnosis code.
@@ -68,6 +73,8 @@ var codes = []Code{
 	{AudienceMismatch, "401", true},
 	{TokenExpired, "401", true},
 	{TokenRejected, "401", true},
+	{VaultThrottled, "429", true},
+	{VaultUnavailable, "500 / 502 / 503 / 504", true},
 }
 
 // Codes returns every diagnosis code kvproxy can attach, its own refusals

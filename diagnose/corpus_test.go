@@ -212,7 +212,8 @@ func checkPassThrough(t *testing.T, body []byte, d *Diagnosis) {
 
 // hsmCodes are the vault codes a Managed HSM can earn: it has no access
 // policies and no IP firewall (only private link and trusted services).
-var hsmCodes = []string{ForbiddenByPrivateLink, ForbiddenByRBAC, Forbidden, TenantMismatch, AudienceMismatch, TokenExpired, TokenRejected}
+var hsmCodes = []string{ForbiddenByPrivateLink, ForbiddenByRBAC, Forbidden, TenantMismatch, AudienceMismatch, TokenExpired, TokenRejected,
+	VaultThrottled, VaultUnavailable}
 
 // TestCorpusCoverage: every vault code has at least two corpus cases, with
 // a vault and, where a Managed HSM can give it, an HSM among them; the

@@ -50,6 +50,10 @@ type Input struct {
 	// was, or it is not a JWT). Only identifiers and dates are read.
 	Token kvwire.Claims
 
+	// Retries is how many times kvproxy sent the request again before
+	// passing on a 429 or 5xx.
+	Retries int
+
 	Scope         string // the scope kvproxy requested tokens for (KVPROXY_TOKEN_SCOPE when set)
 	VaultTenantID string // the vault's tenant learned from its verified challenge; "" when unknown
 
@@ -85,8 +89,8 @@ type Diagnosis struct {
 	Fix string `json:"fix,omitempty"`
 }
 
-// Diagnose explains a 401 or 403 from the vault; it returns nil for any other
-// status. It reads Key Vault's error body ({"error":{"code","message",
+// Diagnose explains a 401 or 403 from the vault, and a 429 or a 500, 502,
+// 503 or 504 it passes on; it returns nil for any other status. It reads Key Vault's error body ({"error":{"code","message",
 // "innererror":{"code"}}}), tolerating truncated and non-JSON bodies, the
 // x-ms-keyvault-network-info and x-ms-request-id headers, and what kvproxy
 // knows of the token; a zero Now means time.Now(). Values taken from the
@@ -94,7 +98,10 @@ type Diagnosis struct {
 // shaped like a token is redacted from the vault's message before it is
 // quoted. Detail and Fix are single lines.
 func Diagnose(in Input) *Diagnosis {
-	if in.Status != http.StatusUnauthorized && in.Status != http.StatusForbidden {
+	switch in.Status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests,
+		http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	default:
 		return nil
 	}
 	ve := kvwire.ParseVaultError(in.Body)
@@ -109,10 +116,13 @@ func Diagnose(in Input) *Diagnosis {
 	d.Identity.TenantID = kvwire.TenantID(d.Identity.TenantID)
 	d.Identity.ObjectID = safe(d.Identity.ObjectID, idChars, 128)
 	d.Identity.AppID = safe(d.Identity.AppID, idChars, 128)
-	if in.Status == http.StatusForbidden {
+	switch in.Status {
+	case http.StatusForbidden:
 		forbidden(d, in, ve)
-	} else {
+	case http.StatusUnauthorized:
 		unauthorized(d, in, ve)
+	default:
+		unavailable(d, in)
 	}
 	d.Detail = oneLine(d.Detail)
 	d.Fix = oneLine(d.Fix)

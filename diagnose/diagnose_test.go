@@ -163,7 +163,7 @@ func TestDiagnoseTestdata(t *testing.T) {
 }
 
 func TestDiagnoseOtherStatuses(t *testing.T) {
-	for _, status := range []int{0, 200, 400, 404, 429, 500, 503} {
+	for _, status := range []int{0, 200, 400, 404, 409, 501} {
 		if d := Diagnose(Input{Status: status, Body: []byte(`{"error":{"code":"Forbidden"}}`)}); d != nil {
 			t.Errorf("Diagnose(status %d) = %+v, want nil", status, d)
 		}
@@ -443,4 +443,46 @@ func FuzzEnrichBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDiagnoseThrottledAndUnavailable(t *testing.T) {
+	throttled := []byte(`{"error":{"code":"Throttled","message":"Request was not processed because too many requests were received."}}`)
+	tests := []struct {
+		name   string
+		in     Input
+		code   string
+		has    []string
+		hasNot []string
+	}{
+		{"a throttled secret read", Input{Status: 429, Body: throttled, Path: "/secrets/x", Vault: "v.vault.azure.net", Retries: 2},
+			VaultThrottled, []string{"the vault answered 429", "(Throttled)", "2 more times", "KVPROXY_CACHE_TTL) so reads"}, nil},
+		{"a throttled sign", Input{Status: 429, Body: throttled, Path: "/keys/k/sign", Vault: "v.vault.azure.net", Retries: 1},
+			VaultThrottled, []string{"once more", "Spread the operations out"}, []string{"KVPROXY_CACHE_TTL) so reads"}},
+		{"a throttled HSM", Input{Status: 429, Path: "/keys/k/sign", Vault: "h.managedhsm.azure.net"},
+			VaultThrottled, []string{"the Managed HSM answered 429", "Key Vault Managed HSM limits"}, []string{"again after"}},
+		{"a 500", Input{Status: 500, Body: []byte(`{"error":{"code":"InternalServerError"}}`), Vault: "v.vault.azure.net"},
+			VaultUnavailable, []string{"500 Internal Server Error (InternalServerError)", "Retry with a backoff"}, []string{"may or may not"}},
+		{"a 503 to a write", Input{Status: 503, Method: "PUT", Vault: "v.vault.azure.net", Body: []byte("<html>busy</html>")},
+			VaultUnavailable, []string{"503 Service Unavailable", "may or may not have been carried out"}, []string{"(", "again after"}},
+		{"a 504 from an HSM", Input{Status: 504, Vault: "h.managedhsm.azure.net"},
+			VaultUnavailable, []string{"the Managed HSM answered 504", "Key Vault Managed HSM in its region"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Diagnose(tt.in)
+			if d == nil || d.Code != tt.code {
+				t.Fatalf("Diagnose = %+v, want code %s", d, tt.code)
+			}
+			for _, s := range tt.has {
+				if !strings.Contains(d.Detail, s) {
+					t.Errorf("detail %q lacks %q", d.Detail, s)
+				}
+			}
+			for _, s := range tt.hasNot {
+				if strings.Contains(d.Detail, s) {
+					t.Errorf("detail %q has %q", d.Detail, s)
+				}
+			}
+		})
+	}
 }

@@ -325,6 +325,14 @@ func TestThrottlingRetries(t *testing.T) {
 					t.Errorf("the vault's Retry-After did not reach the client: %q", r.Header.Get("Retry-After"))
 				}
 			}
+			if r.Status == http.StatusTooManyRequests {
+				// Passed on after the retries: explained, with the retries counted.
+				e := decodeError(t, r)
+				if r.Header.Get("X-Kvproxy-Diagnosis") != "vault-throttled" || e.Kvproxy == nil ||
+					!strings.Contains(e.Kvproxy.Detail, "KVPROXY_CACHE_TTL") || !strings.Contains(e.Kvproxy.Detail, "once more") {
+					t.Errorf("a 429 passed on: diagnosis %q, body %s", r.Header.Get("X-Kvproxy-Diagnosis"), r.Body)
+				}
+			}
 			after := retried(t, p)
 			for reason := range after {
 				want := 0

@@ -381,8 +381,9 @@ func checkWrittenOnce(t *testing.T, p *proc, f *fakes, path, value string, appli
 // (a 503 is retried for a GET up to KVPROXY_RETRY_MAX times, never for a
 // PUT; a 500 is not retried), no PUT reaches the vault twice, readiness
 // holds (it depends on the token only), and reads work again once the storm
-// ends. The answers are the vault's own JSON error bodies: kvproxy passes
-// a 5xx on as the vault sent it.
+// ends. The answers are the vault's own JSON error bodies, with
+// X-Kvproxy-Diagnosis vault-unavailable and a "kvproxy" member beside the
+// vault's "error".
 func TestFaultStorms(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -426,7 +427,8 @@ func TestFaultStorms(t *testing.T) {
 						r, took, err := p.doWithin(method, path, "v")
 						var e kvError
 						_ = json.Unmarshal(r.Body, &e)
-						if err != nil || took > faultAnswer || r.Status != tc.status || e.Error.Code != tc.code || r.Header.Get("x-ms-request-id") == "" {
+						if err != nil || took > faultAnswer || r.Status != tc.status || e.Error.Code != tc.code || r.Header.Get("x-ms-request-id") == "" ||
+							r.Header.Get("X-Kvproxy-Diagnosis") != "vault-unavailable" || e.Kvproxy == nil || e.Kvproxy.Diagnosis != "vault-unavailable" {
 							mu.Lock()
 							bad = append(bad, fmt.Sprintf("%s %s: %d after %v (%v): %s", method, path, r.Status, took.Round(time.Millisecond), err, r.Body))
 							mu.Unlock()

@@ -29,6 +29,9 @@ type requestState struct {
 	subject string
 	// cache is the secret cache's outcome (hit, miss, …), "" when unused.
 	cache string
+	// retries counts the times the vault was sent the request again for a
+	// 429 or 503 (KVPROXY_RETRY_MAX).
+	retries int
 }
 
 // serve applies the request policy, then forwards to the vault.

@@ -66,12 +66,14 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, st *requestState) {
 		if ctx.IsGet() && isListPath(ctx.Request.Header.RequestURI()) {
 			p.rewriteNextLink(ctx)
 		}
-	case fasthttp.StatusUnauthorized, fasthttp.StatusForbidden:
+	case fasthttp.StatusUnauthorized, fasthttp.StatusForbidden, fasthttp.StatusTooManyRequests,
+		fasthttp.StatusInternalServerError, fasthttp.StatusBadGateway, fasthttp.StatusServiceUnavailable, fasthttp.StatusGatewayTimeout:
 		p.diagnose(ctx, st)
 	}
 }
 
-// diagnose attaches a diagnosis to a 401 or 403: the X-Kvproxy-Diagnosis
+// diagnose attaches a diagnosis to a 401 or 403, or a 429 or 5xx passed on
+// after the retries: the X-Kvproxy-Diagnosis
 // header, a "kvproxy" member beside the vault's "error" when the body is a
 // JSON object, a WARN line (rate-limited) and a metric. The exact token
 // sent is redacted from everything, whatever its shape.
@@ -91,7 +93,7 @@ func (p *Proxy) diagnose(ctx *fasthttp.RequestCtx, st *requestState) {
 		Status: status, Body: body, Challenge: st.challenge,
 		NetworkInfo: string(resp.Header.Peek("x-ms-keyvault-network-info")), RequestID: st.requestID,
 		Method: string(ctx.Method()), Path: string(path),
-		Vault: p.vault, Scope: p.o.Scope, Now: time.Now(),
+		Vault: p.vault, Scope: p.o.Scope, Now: time.Now(), Retries: st.retries,
 	}
 	if st.token != "" {
 		in.Token, _ = kvwire.ParseClaims(st.token) // claims only: a token that is not a JWT names no identity
@@ -125,7 +127,11 @@ func (p *Proxy) diagnose(ctx *fasthttp.RequestCtx, st *requestState) {
 	if d.Fix != "" {
 		attrs = append(attrs, slog.String("fix", d.Fix))
 	}
-	p.o.Logger.LogAttrs(ctx, slog.LevelWarn, "vault refused the request", attrs...)
+	msg := "vault refused the request"
+	if status != fasthttp.StatusUnauthorized && status != fasthttp.StatusForbidden {
+		msg = "vault failed the request"
+	}
+	p.o.Logger.LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 }
 
 // isListPath reports a Key Vault list operation: a collection (/secrets,

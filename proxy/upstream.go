@@ -227,6 +227,7 @@ func (p *Proxy) exchange(tctx context.Context, deadline time.Time, st *requestSt
 				reason = retryUnavailable
 			}
 			p.countRetry(reason)
+			st.retries = retries
 			select {
 			case <-tctx.Done():
 				return tctx.Err()
