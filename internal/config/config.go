@@ -72,7 +72,7 @@ type Config struct {
 	ReadOnly                 bool          `env:"KVPROXY_READ_ONLY" envDefault:"false" desc:"Refuse every method but GET and HEAD."`
 	MaxBodyBytes             int64         `env:"KVPROXY_MAX_BODY_BYTES" envDefault:"1048576" desc:"Largest request body forwarded; larger bodies get 413."`
 	MaxBufferedBytes         int64         `env:"KVPROXY_MAX_BUFFERED_BYTES" envDefault:"33554432" desc:"Bytes of request bodies held in memory at once (at least KVPROXY_MAX_BODY_BYTES). Room for a body is reserved before it is read; a request that finds none within 5s gets 503 overloaded."`
-	MaxConns                 int           `env:"KVPROXY_MAX_CONNS" envDefault:"4096" desc:"Client connections the proxy listener serves at once; a connection over it gets 503 overloaded and is closed. An idle connection costs about 10 KiB."`
+	MaxConns                 int           `env:"KVPROXY_MAX_CONNS" envDefault:"4096" desc:"Client connections the proxy listener serves at once; a connection over it gets 503 overloaded and is closed. An idle connection costs a few KiB (about 16 KiB for the first 256)."`
 	ShutdownTimeout          time.Duration `env:"KVPROXY_SHUTDOWN_TIMEOUT" envDefault:"20s" desc:"How long in-flight requests may drain after SIGTERM or SIGINT."`
 	RetryMax                 int           `env:"KVPROXY_RETRY_MAX" envDefault:"2" desc:"Retries of a request the vault answered 429 (any method: the vault did nothing) or 503 (GET and HEAD only); 0 disables."`
 	RetryMaxWait             time.Duration `env:"KVPROXY_RETRY_MAX_WAIT" envDefault:"10s" desc:"Longest wait before one retry, whatever Retry-After asks."`
