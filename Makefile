@@ -16,9 +16,10 @@ build: ## static binary in bin/
 
 test: test-unit test-k8s ## everything CI runs
 
-test-unit: ## go vet, then the whole suite with the race detector
+test-unit: ## go vet, then the whole suite with the race detector, then the memory bar without it (-race multiplies memory)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run '^TestMemoryBoundedUnderLoad$$' -v ./e2e
 
 test-k8s: ## the image, the manifests in deploy/ and the Helm chart (separate Go modules)
 	cd tools/imagebuild && $(GO) vet ./... && $(GO) test -count=1 ./...
