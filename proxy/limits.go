@@ -19,8 +19,9 @@ import (
 // What bounds kvproxy's memory: the connections served at once
 // (ServerOptions.MaxConns, counted by [connLimit]) and the bytes of request
 // bodies held at once (Options.MaxBufferedBytes, reserved by [bodyBudget]
-// before fasthttp reads a body). An idle keep-alive connection holds no
-// buffer (fasthttp's ReduceMemoryUsage), so its cost is a goroutine.
+// before fasthttp reads a body). Past the first connections an idle
+// keep-alive connection holds no buffer (see [Server]), so its cost is a
+// goroutine.
 
 // bodyBudget reserves room for request bodies before they are read. It is
 // consulted from fasthttp's HeaderReceived hook, which runs after a
@@ -36,7 +37,6 @@ import (
 // a request can live.
 type bodyBudget struct {
 	sem     *semaphore.Weighted
-	size    int64
 	maxBody int64
 	wait    time.Duration
 	maxAge  time.Duration // no request holds a reservation longer
@@ -59,7 +59,7 @@ type reservation struct {
 }
 
 func newBodyBudget(size, maxBody int64, wait, maxAge time.Duration, m *metrics.Metrics) *bodyBudget {
-	return &bodyBudget{sem: semaphore.NewWeighted(size), size: size, maxBody: maxBody, wait: wait, maxAge: maxAge, m: m,
+	return &bodyBudget{sem: semaphore.NewWeighted(size), maxBody: maxBody, wait: wait, maxAge: maxAge, m: m,
 		held: map[*fasthttp.RequestHeader]reservation{}}
 }
 
@@ -196,10 +196,11 @@ func overloaded(limit string) refusal {
 // holds however many clients connect. Connections are counted from
 // fasthttp's ConnState hook (new to closed).
 type connLimit struct {
-	max    int64
-	open   atomic.Int64
-	m      *metrics.Metrics
-	answer []byte // the whole 503 response
+	max      int64
+	open     atomic.Int64
+	refusing atomic.Int64 // answers being written
+	m        *metrics.Metrics
+	answer   []byte // the whole 503 response
 }
 
 func newConnLimit(max int, m *metrics.Metrics) *connLimit {
@@ -213,12 +214,30 @@ func newConnLimit(max int, m *metrics.Metrics) *connLimit {
 	return &connLimit{max: int64(max), m: m, answer: append([]byte(head), body...)}
 }
 
-// refuse answers c 503 overloaded and closes it. The answer is written
-// before the request is read; a client that has sent its request by then
-// still reads it (the close is delayed until the answer is out).
+// refuse answers c 503 overloaded and closes it, in the background: at
+// most maxRefusing at once, so a flood of connections over the limit
+// cannot pile up goroutines; beyond that a connection is closed unanswered.
 func (l *connLimit) refuse(c net.Conn) {
+	if l.refusing.Add(1) > maxRefusing {
+		l.refusing.Add(-1)
+		c.Close()
+		return
+	}
+	go func() {
+		defer l.refusing.Add(-1)
+		l.answerAndClose(c)
+	}()
+}
+
+// maxRefusing bounds the connections being answered 503 at once.
+const maxRefusing = 64
+
+// answerAndClose writes the 503 before the request is read; a client that
+// has sent its request by then still reads it (the close waits until the
+// answer is out and the client's bytes are drained, briefly).
+func (l *connLimit) answerAndClose(c net.Conn) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write(l.answer); err != nil {
 		return
 	}

@@ -127,24 +127,26 @@ func (s *Server) Serve(ln net.Listener) error {
 	defer wg.Wait()
 	defer fast.Close()
 	defer lean.Close()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(100 * time.Millisecond) // out of file descriptors: let some close
-				continue
-			}
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return err
+			// Out of file descriptors (EMFILE) or another passing failure:
+			// wait for connections to close instead of giving up serving,
+			// backing off as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		open := s.limit.open.Load()
 		switch {
 		case open >= s.limit.max:
 			s.limit.m.CountOverload(metrics.LimitConnections)
-			go s.limit.refuse(c)
+			s.limit.refuse(c)
 		case open < fastConns && fast.push(c):
 		case lean.push(c):
 		default: // shutting down
