@@ -211,14 +211,15 @@ func run(ctx context.Context, o options) (int, error) {
 		}
 		counters += fmt.Sprintf(" upstream retries %.0f", retries)
 	}
-	// kvproxy's own timing tells a stall inside it from one of this
-	// process or of the machine, which the latency from when a request
-	// was due cannot.
-	slow := "unavailable"
-	all, err1 := harness.MetricSum(admin, `kvproxy_request_duration_seconds_bucket{le="+Inf"}`)
-	fast, err2 := harness.MetricSum(admin, `kvproxy_request_duration_seconds_bucket{le="0.1"}`)
+	// kvproxy's own clock tells a stall inside it (a request slow, its
+	// round trip to the vault not) from one of the vault, which runs in
+	// this process, or of the machine; the latency from when a request was
+	// due cannot.
+	slow := "kvproxy's timing unavailable"
+	reqOver, reqAll, err1 := overBucket(admin, "kvproxy_request_duration_seconds", "0.1")
+	upOver, upAll, err2 := overBucket(admin, "kvproxy_upstream_duration_seconds", "0.1")
 	if err1 == nil && err2 == nil {
-		slow = fmt.Sprintf("%.0f of %.0f", all-fast, all)
+		slow = fmt.Sprintf("by kvproxy's clock %.0f of %.0f requests took over 100 ms, and %.0f of %.0f round trips to the vault", reqOver, reqAll, upOver, upAll)
 	}
 	stopErr := kv.stop(40 * time.Second)
 
@@ -259,8 +260,8 @@ func run(ctx context.Context, o options) (int, error) {
 		p99max = append(p99max, x.p99)
 	}
 	med, _ := percentiles(p50s)
-	fmt.Printf("%-18s p50 %.2f ms (median of the samples'), p99 %.2f ms at worst (one sample's), from when each request was due; %s requests took over 100 ms inside kvproxy (kvproxy_request_duration_seconds)\n",
-		"latency", med, maxOf(p99max), slow)
+	fmt.Printf("%-18s p50 %.2f ms (median of the samples'), p99 %.2f ms at worst (one sample's), from when each request was due\n", "latency", med, maxOf(p99max))
+	fmt.Printf("%-18s %s\n", "", slow)
 	if o.cacheTTL > 0 {
 		fmt.Printf("%-18s %d reads answered from kvproxy's secret cache (X-Cache: HIT)\n", "cache", d.hits.Load())
 	}
@@ -282,6 +283,17 @@ func run(ctx context.Context, o options) (int, error) {
 	}
 	fmt.Println("\nPASS")
 	return 0, nil
+}
+
+// overBucket returns how many observations of the histogram name on
+// kvproxy's /metrics exceeded its bucket le, and how many there were.
+func overBucket(admin, name, le string) (over, all float64, err error) {
+	all, err = harness.MetricSum(admin, name+`_bucket{le="+Inf"}`)
+	if err != nil {
+		return 0, 0, err
+	}
+	in, err := harness.MetricSum(admin, name+`_bucket{le="`+le+`"}`)
+	return all - in, all, err
 }
 
 func onOff(ttl time.Duration) string {
