@@ -7,7 +7,7 @@ DATE    ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%
 LDFLAGS := -s -w -X github.com/kvproxy/kvproxy/internal/version.Version=$(VERSION) -X github.com/kvproxy/kvproxy/internal/version.Commit=$(COMMIT) -X github.com/kvproxy/kvproxy/internal/version.Date=$(DATE)
 ACTIONLINT ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 
-.PHONY: all build test test-unit test-k8s image release release-check lint fuzz bench bench-e2e dev clean
+.PHONY: all build test test-unit test-k8s image release release-check lint fuzz bench bench-e2e soak dev clean
 
 all: lint test
 
@@ -59,6 +59,10 @@ bench: ## hot-path benchmarks
 bench-e2e: build ## kvproxy side by side with nginx and a direct client (installs wrk and nginx from Debian when missing; not part of make test)
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light; }
 	$(GO) run ./tools/bench -kvproxy bin/kvproxy $(BENCHFLAGS)
+
+SOAK_DURATION ?= 10m
+soak: build ## the real binary at a constant rate with 2-minute tokens for SOAK_DURATION (default 10m): 0 errors, the expected token fetches, no growth (docs/soak.md; not part of make test)
+	$(GO) run ./tools/soak -kvproxy bin/kvproxy -duration $(SOAK_DURATION) $(SOAKFLAGS)
 
 dev: ## the local playground
 	$(GO) run ./cmd/kvproxy dev

@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -40,6 +39,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/tools/internal/harness"
 )
 
 type result struct {
@@ -103,31 +103,15 @@ func main() {
 	idURL, err := ids.Start("127.0.0.1:0")
 	check(err)
 	defer ids.Close()
-	kvEnv := func(listen, admin int, extra ...string) []string {
-		return append(append(os.Environ(),
-			"KVPROXY_VAULT_URL="+fmt.Sprintf("https://127.0.0.1:%d", upPort),
-			"KVPROXY_TOKEN_SCOPE=https://vault.azure.net/.default",
-			"KVPROXY_CREDENTIAL=managed-identity",
-			"IDENTITY_ENDPOINT="+idURL, "IDENTITY_HEADER=bench",
-			fmt.Sprintf("KVPROXY_LISTEN_ADDR=127.0.0.1:%d", listen),
-			fmt.Sprintf("KVPROXY_ADMIN_ADDR=127.0.0.1:%d", admin),
-			"KVPROXY_LOG_LEVEL=info", "SSL_CERT_FILE="+caFile), extra...)
-	}
+	up := harness.Upstream{VaultURL: fmt.Sprintf("https://127.0.0.1:%d", upPort), IdentityURL: idURL, IdentityHeader: "bench", CAFile: caFile}
 	kvcPort, kvcAdmin := freePort(), freePort()
 	kvc := exec.Command(*kv)
-	kvc.Env = kvEnv(kvcPort, kvcAdmin, "KVPROXY_CACHE_TTL=1h")
+	kvc.Env = up.Env(os.Environ(), kvcPort, kvcAdmin, "KVPROXY_CACHE_TTL=1h")
 	check(kvc.Start())
 	defer func() { kvc.Process.Signal(syscall.SIGTERM); kvc.Wait() }() //nolint:errcheck
 	waitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", kvcAdmin))
 	kvp := exec.Command(*kv)
-	kvp.Env = append(os.Environ(),
-		"KVPROXY_VAULT_URL="+fmt.Sprintf("https://127.0.0.1:%d", upPort),
-		"KVPROXY_TOKEN_SCOPE=https://vault.azure.net/.default",
-		"KVPROXY_CREDENTIAL=managed-identity",
-		"IDENTITY_ENDPOINT="+idURL, "IDENTITY_HEADER=bench",
-		fmt.Sprintf("KVPROXY_LISTEN_ADDR=127.0.0.1:%d", kvPort),
-		fmt.Sprintf("KVPROXY_ADMIN_ADDR=127.0.0.1:%d", kvAdmin),
-		"KVPROXY_LOG_LEVEL=info", "SSL_CERT_FILE="+caFile)
+	kvp.Env = up.Env(os.Environ(), kvPort, kvAdmin)
 	kvp.Stderr = nil
 	check(kvp.Start())
 	defer func() { kvp.Process.Signal(syscall.SIGTERM); kvp.Wait() }() //nolint:errcheck
@@ -148,7 +132,7 @@ func main() {
 		get(targets[2].url)
 	}
 	time.Sleep(time.Second)
-	idle := rssMiB([]int{kvp.Process.Pid}, "VmRSS")
+	idle := harness.StatusMiB([]int{kvp.Process.Pid}, "VmRSS")
 	// Warm up every path, and let kvproxy hold its connections.
 	for _, t := range targets {
 		wrk(t.url, *conns, 2*time.Second)
@@ -163,7 +147,7 @@ func main() {
 			ticks := cpuTicks(pids) - cpu0
 			if len(pids) > 0 && res.rps > 0 {
 				res.cpuUS = float64(ticks) * 1e6 / 100 / (res.rps * dur.Seconds()) // 100 ticks per second
-				res.rssMiB = rssMiB(pids, "VmHWM")
+				res.rssMiB = harness.StatusMiB(pids, "VmHWM")
 			}
 			results[t.name] = append(results[t.name], res)
 			fmt.Fprintf(os.Stderr, "round %d %-8s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  cpu %.1f µs/req\n", r, t.name, res.rps, res.p50, res.p99, res.cpuUS)
@@ -329,26 +313,6 @@ func cpuTicks(pids []int) int64 {
 	return total
 }
 
-// rssMiB sums a /proc/<pid>/status field (VmRSS, VmHWM) of the processes.
-func rssMiB(pids []int, field string) float64 {
-	var kb float64
-	for _, pid := range pids {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-				n, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
-				kb += n
-			}
-		}
-		f.Close()
-	}
-	return kb / 1024
-}
-
 type nginxProc struct {
 	cmd *exec.Cmd
 }
@@ -414,24 +378,15 @@ func get(url string) {
 }
 
 func waitReady(url string) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := harness.WaitReady(url, 30*time.Second); err != nil {
+		fatal("bench: %v", err)
 	}
-	fatal("bench: kvproxy not ready within 30s")
 }
 
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := harness.FreePort()
 	check(err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // writeCerts writes a CA and a leaf for 127.0.0.1 as PEM files.

@@ -7,7 +7,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kvproxy/kvproxy/tools/internal/harness"
 )
 
 func main() {
@@ -103,21 +104,11 @@ func tokenFetches(admin string) int {
 	if admin == "" {
 		return -1
 	}
-	resp, err := http.Get(admin + "/metrics")
+	total, err := harness.MetricSum(admin, "kvproxy_token_acquisitions_total")
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	total := 0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if line := sc.Text(); strings.HasPrefix(line, "kvproxy_token_acquisitions_total{") {
-			var v float64
-			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v) //nolint:errcheck
-			total += int(v)
-		}
-	}
-	return total
+	return int(total)
 }
 
 // memory reads VmRSS and VmHWM of pid from /proc.
