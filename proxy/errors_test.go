@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,5 +41,17 @@ func TestClassify(t *testing.T) {
 				t.Errorf("status %d detail %q, want %d and %q", r.status, r.detail, tt.status, tt.detail)
 			}
 		})
+	}
+}
+
+func TestClassifyDialErrors(t *testing.T) {
+	// A reset during the TLS handshake happened before anything was sent.
+	handshakeReset := dialError{&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}}
+	if r := classify(handshakeReset); r.status != 502 || !strings.Contains(r.detail, "could not be reached") {
+		t.Errorf("a reset during the handshake: %d %q", r.status, r.detail)
+	}
+	timedOut := dialError{&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}}
+	if r := classify(timedOut); r.status != 504 {
+		t.Errorf("a connect that timed out: %d %q", r.status, r.detail)
 	}
 }

@@ -97,7 +97,7 @@ func dialTLS(dial func(string) (net.Conn, error), cfg *tls.Config, fallback time
 		select {
 		case d := <-ch:
 			if d.err != nil {
-				return nil, d.err
+				return nil, dialError{d.err}
 			}
 			raw = d.c
 		case <-t.C:
@@ -119,7 +119,7 @@ func dialTLS(dial func(string) (net.Conn, error), cfg *tls.Config, fallback time
 			if errors.As(err, &ne) && ne.Timeout() {
 				return nil, fasthttp.ErrTLSHandshakeTimeout
 			}
-			return nil, err
+			return nil, dialError{err}
 		}
 		if err := raw.SetDeadline(time.Time{}); err != nil {
 			tc.Close()
@@ -128,6 +128,23 @@ func dialTLS(dial func(string) (net.Conn, error), cfg *tls.Config, fallback time
 		return tc, nil
 	}
 }
+
+// dialError is a failure to connect to the vault or to complete the TLS
+// handshake: nothing was sent. It hides the cause from errors.As so that a
+// reset during the handshake is not taken for one while reading an answer
+// (brokeAfterSending), but keeps its text and whether it timed out.
+type dialError struct{ err error }
+
+func (e dialError) Error() string { return e.err.Error() }
+
+// Timeout reports a connect that timed out (a 504, as other timeouts).
+func (e dialError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
+}
+
+// Temporary is part of net.Error.
+func (e dialError) Temporary() bool { return false }
 
 // forward sends the request to the vault and answers the client: through
 // the secret cache for a cacheable read when the cache is on, else
