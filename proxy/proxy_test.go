@@ -580,7 +580,7 @@ func inMemoryProxy(b *testing.B, o Options) (*Proxy, *fasthttp.Request) {
 		b.Fatal(err)
 	}
 	p.client.IsTLS, p.scheme = false, "http"
-	p.client.Dial = func(string) (net.Conn, error) { return ln.Dial() }
+	p.client.DialTimeout = func(string, time.Duration) (net.Conn, error) { return ln.Dial() }
 	req := new(fasthttp.Request)
 	req.SetRequestURI("/secrets/s?api-version=7.5")
 	req.Header.SetHost("127.0.0.1:8380")
