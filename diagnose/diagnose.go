@@ -51,8 +51,9 @@ type Input struct {
 	Token kvwire.Claims
 
 	// Retries is how many times kvproxy sent the request again before
-	// passing on a 429 or 5xx.
-	Retries int
+	// passing on a 429 or 5xx; FirstStatus is the vault's first answer
+	// then (0 when unknown).
+	Retries, FirstStatus int
 
 	Scope         string // the scope kvproxy requested tokens for (KVPROXY_TOKEN_SCOPE when set)
 	VaultTenantID string // the vault's tenant learned from its verified challenge; "" when unknown

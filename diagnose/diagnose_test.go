@@ -460,6 +460,8 @@ func TestDiagnoseThrottledAndUnavailable(t *testing.T) {
 			VaultThrottled, []string{"once more", "Spread the operations out"}, []string{"KVPROXY_CACHE_TTL) so reads"}},
 		{"a throttled HSM", Input{Status: 429, Path: "/keys/k/sign", Vault: "h.managedhsm.azure.net"},
 			VaultThrottled, []string{"the Managed HSM answered 429", "Key Vault Managed HSM limits"}, []string{"again after"}},
+		{"a 500 after a 503", Input{Status: 500, Vault: "v.vault.azure.net", Retries: 1, FirstStatus: 503},
+			VaultUnavailable, []string{"(its first answer was 503) after kvproxy sent the request once more"}, []string{"again"}},
 		{"a 500", Input{Status: 500, Body: []byte(`{"error":{"code":"InternalServerError"}}`), Vault: "v.vault.azure.net"},
 			VaultUnavailable, []string{"500 Internal Server Error (InternalServerError)", "Retry with a backoff"}, []string{"may or may not"}},
 		{"a 503 to a write", Input{Status: 503, Method: "PUT", Vault: "v.vault.azure.net", Body: []byte("<html>busy</html>")},

@@ -19,11 +19,16 @@ func unavailable(d *Diagnosis, in Input) {
 	if d.VaultCode != "" {
 		answered += " (" + d.VaultCode + ")"
 	}
-	switch {
-	case in.Retries == 1:
-		answered += " again after kvproxy sent the request once more"
-	case in.Retries > 1:
-		answered += fmt.Sprintf(" again after kvproxy sent the request %d more times", in.Retries)
+	if in.Retries > 0 {
+		again := " again after"
+		if in.FirstStatus != 0 && in.FirstStatus != in.Status {
+			again = fmt.Sprintf(" (its first answer was %d) after", in.FirstStatus)
+		}
+		if in.Retries == 1 {
+			answered += again + " kvproxy sent the request once more"
+		} else {
+			answered += again + fmt.Sprintf(" kvproxy sent the request %d more times", in.Retries)
+		}
 	}
 	if in.Status == http.StatusTooManyRequests {
 		d.Code = VaultThrottled

@@ -30,8 +30,9 @@ type requestState struct {
 	// cache is the secret cache's outcome (hit, miss, …), "" when unused.
 	cache string
 	// retries counts the times the vault was sent the request again for a
-	// 429 or 503 (KVPROXY_RETRY_MAX).
-	retries int
+	// 429 or 503 (KVPROXY_RETRY_MAX); firstStatus is the vault's first
+	// answer then.
+	retries, firstStatus int
 }
 
 // serve applies the request policy, then forwards to the vault.

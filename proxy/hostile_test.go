@@ -19,8 +19,8 @@ import (
 	"github.com/kvproxy/kvproxy/metrics"
 )
 
-// Hostile-client tests. Each FAILS today and demonstrates a bug; the fix
-// proposed for each is in its comment.
+// Hostile-client tests: each reproduces a bug a hostile pass over the
+// limits found, fixed where its comment says.
 
 // fillBudget takes all of a 1024-byte budget with a PUT the vault holds
 // for a second, and returns once its room is reserved.
@@ -40,11 +40,8 @@ func fillBudget(t *testing.T, e *env) {
 	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == 1024 }, "the budget to fill")
 }
 
-// Fix: proxy/server.go Server: give both fasthttp servers an ExpectHandler
-// that, when p.budget.refused(&ctx.Request.Header), calls p.refuse(ctx,
-// overloaded(metrics.LimitBufferedBytes)), releases the entry, observes the
-// request and returns 503 (fasthttp then skips the handler, keeps the body
-// and closes); else returns fasthttp.StatusContinue.
+// Fixed by Proxy.expectContinue (proxy/server.go): a refused body gets its
+// 503 instead of "100 Continue".
 func TestHostileExpectContinueRefusedWithoutInvitingTheBody(t *testing.T) {
 	// A client that asks "Expect: 100-continue" while the budget is full
 	// must get the 503 overloaded as its answer, not "100 Continue" (which
@@ -83,11 +80,8 @@ func TestHostileExpectContinueRefusedWithoutInvitingTheBody(t *testing.T) {
 	}
 }
 
-// Fix: proxy/server.go Serve / proxy/limits.go connState: count a
-// connection in the accept loop (s.limit.open.Add(1) before push; Add(-1)
-// when push fails) instead of at fasthttp's StateNew, which runs in the
-// fasthttp server's goroutine after push returns, so the next accept reads a
-// count that misses the connection just handed over.
+// Fixed in Server.Serve: the accept loop counts a connection before
+// handing it over, not fasthttp's StateNew after.
 func TestHostileConnectionLimitHoldsUnderABurst(t *testing.T) {
 	// MaxConns is "at most MaxConns at once": connections that arrive
 	// together must not all be let in before the first is counted.
@@ -127,11 +121,8 @@ func TestHostileConnectionLimitHoldsUnderABurst(t *testing.T) {
 	}
 }
 
-// Fix: proxy/limits.go bodyBudget + proxy/server.go: tie a reservation to
-// its connection and release it on close. The ExpectHandler above (it gets
-// the ctx, before 100 Continue is written) records ctx.Conn() for the
-// header's reservation (bind), and connLimit.connState on StateClosed calls
-// budget.releaseConn(c); release/sweep drop the binding.
+// Fixed by binding an Expect request's reservation to its connection
+// (bodyBudget.bindConn), released when the connection closes.
 func TestHostileExpectContinueClientGoneDuringTheWaitReleasesItsRoom(t *testing.T) {
 	// A client asks "Expect: 100-continue" while the budget is full and
 	// resets the connection while waiting. Room comes free, the reservation
@@ -191,10 +182,7 @@ func TestHostileExpectContinueClientGoneDuringTheWaitReleasesItsRoom(t *testing.
 	}
 }
 
-// Fix: diagnose/unavailable.go unavailable: say "again" only when every
-// answer had the same status; record the statuses in requestState
-// (proxy/upstream.go exchange) and pass them in diagnose.Input (e.g.
-// FirstStatus), else word it "after kvproxy sent the request N more times".
+// Fixed in diagnose.unavailable with Input.FirstStatus.
 func TestHostileUnavailableDiagnosisSaysAgainOnlyForTheSameAnswer(t *testing.T) {
 	// The vault answers 503, kvproxy sends the GET once more, the vault
 	// answers 500. The detail must not say the vault answered 500 "again":

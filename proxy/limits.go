@@ -29,12 +29,12 @@ import (
 // when the handler (or the error handler) is done with the request.
 //
 // Reservations are keyed by the request header's address, which is fixed
-// for a connection's lifetime and seen by all three hooks. A request whose
-// body read fails in a way fasthttp answers without the error handler (the
-// client closed the connection) leaves its reservation behind: the next
-// request on that header (the same connection, or the next connection given
-// the same pooled context) releases it, and a sweep releases any older than
-// a request can live.
+// for a connection's lifetime and seen by all the hooks. One path ends a
+// request without either handler: writing "100 Continue" fails (the client
+// went away while waiting for room). The Expect handler binds such a
+// request's reservation to its connection, whose close releases it. As a
+// last resort the next request on that header releases what it finds, and
+// a sweep releases any reservation older than a request can live.
 type bodyBudget struct {
 	sem     *semaphore.Weighted
 	maxBody int64
@@ -44,6 +44,7 @@ type bodyBudget struct {
 
 	mu        sync.Mutex
 	held      map[*fasthttp.RequestHeader]reservation
+	byConn    map[net.Conn]*fasthttp.RequestHeader
 	lastSweep time.Time
 	// entries is len(held), read without the lock: requests without a
 	// body, most of them, then cost one atomic load.
@@ -53,6 +54,11 @@ type bodyBudget struct {
 type reservation struct {
 	n  int64 // bytes reserved; 0 with refused
 	at time.Time
+	// conn is the connection of a request that asked "Expect:
+	// 100-continue": if writing "100 Continue" fails, fasthttp ends the
+	// connection without calling either handler, and its close releases
+	// the room (releaseConn).
+	conn net.Conn
 	// refused marks a request that could not get room: the error handler
 	// answers it 503 overloaded.
 	refused bool
@@ -60,7 +66,7 @@ type reservation struct {
 
 func newBodyBudget(size, maxBody int64, wait, maxAge time.Duration, m *metrics.Metrics) *bodyBudget {
 	return &bodyBudget{sem: semaphore.NewWeighted(size), maxBody: maxBody, wait: wait, maxAge: maxAge, m: m,
-		held: map[*fasthttp.RequestHeader]reservation{}}
+		held: map[*fasthttp.RequestHeader]reservation{}, byConn: map[net.Conn]*fasthttp.RequestHeader{}}
 }
 
 // reserveSize is the room a request's body needs: its Content-Length, or
@@ -128,17 +134,51 @@ func (b *bodyBudget) release(h *fasthttp.RequestHeader) (refused bool) {
 		return false
 	}
 	b.mu.Lock()
-	r, ok := b.held[h]
-	if ok {
-		delete(b.held, h)
-		b.entries.Store(int64(len(b.held)))
-	}
+	r, ok := b.take(h)
 	b.mu.Unlock()
 	if ok && r.n > 0 {
 		b.sem.Release(r.n)
 		b.m.AddBufferedBytes(-r.n)
 	}
 	return r.refused
+}
+
+// take removes the reservation of h, under b.mu.
+func (b *bodyBudget) take(h *fasthttp.RequestHeader) (reservation, bool) {
+	r, ok := b.held[h]
+	if ok {
+		delete(b.held, h)
+		if r.conn != nil {
+			delete(b.byConn, r.conn)
+		}
+		b.entries.Store(int64(len(b.held)))
+	}
+	return r, ok
+}
+
+// bindConn ties the reservation of h to its connection c (see
+// reservation.conn).
+func (b *bodyBudget) bindConn(h *fasthttp.RequestHeader, c net.Conn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r, ok := b.held[h]; ok {
+		r.conn = c
+		b.held[h] = r
+		b.byConn[c] = h
+	}
+}
+
+// releaseConn releases the reservation bound to the closed connection c.
+func (b *bodyBudget) releaseConn(c net.Conn) {
+	if b.entries.Load() == 0 {
+		return
+	}
+	b.mu.Lock()
+	h, ok := b.byConn[c]
+	b.mu.Unlock()
+	if ok {
+		b.release(h)
+	}
 }
 
 // sweep releases reservations older than any request can live, at most
@@ -152,8 +192,7 @@ func (b *bodyBudget) sweep(now time.Time) {
 	b.lastSweep = now
 	for h, r := range b.held {
 		if now.Sub(r.at) > b.maxAge {
-			delete(b.held, h)
-			b.entries.Store(int64(len(b.held)))
+			b.take(h)
 			if r.n > 0 {
 				b.sem.Release(r.n)
 				b.m.AddBufferedBytes(-r.n)
@@ -254,16 +293,17 @@ func (l *connLimit) answerAndClose(c net.Conn) {
 	}
 }
 
-// connState counts connections for the limit and the metric.
-func (l *connLimit) connState(_ net.Conn, s fasthttp.ConnState) {
-	switch s {
-	case fasthttp.StateNew:
-		l.open.Add(1)
-		l.m.AddConnections(1)
-	case fasthttp.StateClosed, fasthttp.StateHijacked:
-		l.open.Add(-1)
-		l.m.AddConnections(-1)
-	}
+// opened counts a connection handed to a server; closed, one that ended.
+// The accept loop counts before handing a connection over, so a burst
+// cannot slip past the limit between two accepts.
+func (l *connLimit) opened() {
+	l.open.Add(1)
+	l.m.AddConnections(1)
+}
+
+func (l *connLimit) closed() {
+	l.open.Add(-1)
+	l.m.AddConnections(-1)
 }
 
 // chanListener is a listener fed connections by [Server.Serve].

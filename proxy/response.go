@@ -93,7 +93,7 @@ func (p *Proxy) diagnose(ctx *fasthttp.RequestCtx, st *requestState) {
 		Status: status, Body: body, Challenge: st.challenge,
 		NetworkInfo: string(resp.Header.Peek("x-ms-keyvault-network-info")), RequestID: st.requestID,
 		Method: string(ctx.Method()), Path: string(path),
-		Vault: p.vault, Scope: p.o.Scope, Now: time.Now(), Retries: st.retries,
+		Vault: p.vault, Scope: p.o.Scope, Now: time.Now(), Retries: st.retries, FirstStatus: st.firstStatus,
 	}
 	if st.token != "" {
 		in.Token, _ = kvwire.ParseClaims(st.token) // claims only: a token that is not a JWT names no identity

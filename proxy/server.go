@@ -52,7 +52,8 @@ type Server struct {
 	fast, lean *fasthttp.Server
 	limit      *connLimit
 	mu         sync.Mutex
-	ln         net.Listener // what Serve accepts from
+	ln         net.Listener  // what Serve accepts from
+	served     chan struct{} // closed when Serve hands over no more connections
 	stopped    bool
 }
 
@@ -91,7 +92,14 @@ func (p *Proxy) Server(o ServerOptions) *Server {
 			HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 				return p.budget.headerReceived(h, o.ReadTimeout)
 			},
-			ConnState:                    limit.connState,
+			ExpectHandler: p.expectContinue,
+			ConnState: func(c net.Conn, s fasthttp.ConnState) {
+				if s == fasthttp.StateClosed || s == fasthttp.StateHijacked {
+					limit.closed()
+					p.budget.releaseConn(c)
+				}
+			},
+			Concurrency:                  o.MaxConns + 1, // Serve holds the limit; fasthttp's own must not refuse first
 			Name:                         "",
 			NoDefaultServerHeader:        true,
 			NoDefaultContentType:         true,
@@ -116,14 +124,18 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	stopped := s.stopped
 	s.ln = ln
+	served := make(chan struct{})
+	s.served = served
 	s.mu.Unlock()
 	if stopped {
+		close(served)
 		return nil
 	}
 	fast, lean := newChanListener(ln.Addr()), newChanListener(ln.Addr())
 	var wg sync.WaitGroup
 	wg.Go(func() { s.fast.Serve(fast) }) //nolint:errcheck // a chanListener fails only when closed
 	wg.Go(func() { s.lean.Serve(lean) }) //nolint:errcheck
+	defer close(served)                  // after both servers stopped accepting: ShutdownWithContext waits for it
 	defer wg.Wait()
 	defer fast.Close()
 	defer lean.Close()
@@ -143,20 +155,40 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		open := s.limit.open.Load()
-		switch {
-		case open >= s.limit.max:
+		if open >= s.limit.max {
 			s.limit.m.CountOverload(metrics.LimitConnections)
 			s.limit.refuse(c)
-		case open < fastConns && fast.push(c):
-		case lean.push(c):
-		default: // shutting down
+			continue
+		}
+		s.limit.opened()
+		if !(open < fastConns && fast.push(c)) && !lean.push(c) { // shutting down
+			s.limit.closed()
 			c.Close()
 		}
 	}
 }
 
 // ServeConn serves one connection (tests).
-func (s *Server) ServeConn(c net.Conn) error { return s.fast.ServeConn(c) }
+func (s *Server) ServeConn(c net.Conn) error {
+	s.limit.opened()
+	return s.fast.ServeConn(c)
+}
+
+// expectContinue answers "Expect: 100-continue": a request whose body
+// found no room gets its 503 overloaded now, instead of "100 Continue"
+// inviting a body that will not be read; any other is bound to its
+// connection (see bodyBudget) and invited.
+func (p *Proxy) expectContinue(ctx *fasthttp.RequestCtx) int {
+	h := &ctx.Request.Header
+	if p.budget.refused(h) {
+		p.budget.release(h)
+		p.refuse(ctx, overloaded(metrics.LimitBufferedBytes))
+		p.o.Metrics.ObserveRequest(methodLabel(h.Method()), fasthttp.StatusServiceUnavailable, 0)
+		return fasthttp.StatusServiceUnavailable // fasthttp closes the connection
+	}
+	p.budget.bindConn(h, ctx.Conn())
+	return fasthttp.StatusContinue
+}
 
 // ShutdownWithContext stops accepting, closes idle connections and waits
 // for the others to finish their requests, until ctx ends.
@@ -166,7 +198,18 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	if s.ln != nil {
 		s.ln.Close() // Serve returns
 	}
+	served := s.served
 	s.mu.Unlock()
+	// Every connection Serve accepted is with a server before they are
+	// shut down: a server whose Serve had not started yet would otherwise
+	// return from its shutdown at once and take a connection after.
+	if served != nil {
+		select {
+		case <-served:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.lean.ShutdownWithContext(ctx) }()
 	return errors.Join(s.fast.ShutdownWithContext(ctx), <-errc)

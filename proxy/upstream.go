@@ -244,6 +244,9 @@ func (p *Proxy) exchange(tctx context.Context, deadline time.Time, st *requestSt
 				reason = retryUnavailable
 			}
 			p.countRetry(reason)
+			if st.retries == 0 {
+				st.firstStatus = status
+			}
 			st.retries = retries
 			select {
 			case <-tctx.Done():
