@@ -22,23 +22,9 @@ import (
 // Hostile-client tests: each reproduces a bug a hostile pass over the
 // limits found, fixed where its comment says.
 
-// fillBudget takes all of a 1024-byte budget with a PUT the vault holds
-// for a second, and returns once its room is reserved.
-func fillBudget(t *testing.T, e *env) {
-	t.Helper()
-	e.faults.SetLatency(time.Second)
-	u, _ := url.Parse(e.url)
-	first, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { first.Close() })
-	chunked := "PUT /secrets/x HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nTransfer-Encoding: chunked\r\n\r\n"
-	if _, err := io.WriteString(first, chunked+"d\r\n{\"value\":\"v\"}\r\n0\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == 1024 }, "the budget to fill")
-}
+// fillBudget takes all of a 1024-byte budget with a chunked PUT the vault
+// holds for a second.
+func fillBudget(t *testing.T, e *env) { holdRoom(t, e, time.Second, chunkedPut, 1024) }
 
 // Fixed by Proxy.expectContinue (proxy/server.go): a refused body gets its
 // 503 instead of "100 Continue".
@@ -132,19 +118,8 @@ func TestHostileExpectContinueClientGoneDuringTheWaitReleasesItsRoom(t *testing.
 	// to get the same pooled context, or the sweep (ReadTimeout +
 	// UpstreamTimeout + WriteTimeout later, minutes by default).
 	e := setup(t, func(o *Options) { o.MaxBufferedBytes = 1024; o.BufferWait = 3 * time.Second })
-	e.faults.SetLatency(500 * time.Millisecond)
+	first := holdRoom(t, e, 500*time.Millisecond, chunkedPut, 1024)
 	u, _ := url.Parse(e.url)
-	first, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	chunked := "PUT /secrets/x HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nTransfer-Encoding: chunked\r\n\r\n"
-	if _, err := io.WriteString(first, chunked+"d\r\n{\"value\":\"v\"}\r\n0\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == 1024 }, "the budget to fill")
-
 	c, err := net.Dial("tcp", u.Host)
 	if err != nil {
 		t.Fatal(err)

@@ -22,21 +22,33 @@ const putHead = "PUT /secrets/x HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\
 
 func putBody() string { return `{"value":"` + strings.Repeat("v", 600-12) + `"}` }
 
+// chunkedPut is a chunked write, which reserves all of MaxBodyBytes.
+const chunkedPut = "PUT /secrets/x HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nTransfer-Encoding: chunked\r\n\r\n" +
+	"d\r\n{\"value\":\"v\"}\r\n0\r\n\r\n"
+
+// holdRoom slows the vault by latency, sends raw on a connection of its
+// own and returns that connection once reserved bytes of room are held.
+func holdRoom(t *testing.T, e *env, latency time.Duration, raw string, reserved float64) net.Conn {
+	t.Helper()
+	e.faults.SetLatency(latency)
+	u, _ := url.Parse(e.url)
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == reserved }, "the first body's room")
+	return c
+}
+
 func TestBodyOverTheBudgetIsRefusedUnread(t *testing.T) {
 	// Room for one 600-byte body of MaxBodyBytes 1024: a second write
 	// waits BufferWait, then gets 503 overloaded without its body read.
 	e := setup(t, func(o *Options) { o.MaxBufferedBytes = 1024; o.BufferWait = 50 * time.Millisecond })
-	e.faults.SetLatency(time.Second) // the first write holds its room
-	u, _ := url.Parse(e.url)
-	first, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	if _, err := io.WriteString(first, putHead+putBody()); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == 600 }, "the first body's room")
+	first := holdRoom(t, e, time.Second, putHead+putBody(), 600) // the first write holds its room
 
 	// The second body is held back: the refusal must not wait for it.
 	resp, body, _, br := rawExchange(t, e.url, putHead)
@@ -74,19 +86,9 @@ func TestChunkedBodyReservesTheBodyLimit(t *testing.T) {
 	// A chunked body's size is unknown until read, so it reserves
 	// MaxBodyBytes: with room for one, a second chunked write is refused.
 	e := setup(t, func(o *Options) { o.MaxBufferedBytes = 1024; o.BufferWait = 50 * time.Millisecond })
-	e.faults.SetLatency(time.Second)
-	u, _ := url.Parse(e.url)
-	first, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	chunked := "PUT /secrets/x HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nTransfer-Encoding: chunked\r\n\r\n"
-	if _, err := io.WriteString(first, chunked+"d\r\n{\"value\":\"v\"}\r\n0\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == 1024 }, "the chunked body's room")
-	resp, body, _, _ := rawExchange(t, e.url, chunked+"1\r\nx\r\n0\r\n\r\n")
+	holdRoom(t, e, time.Second, chunkedPut, 1024)
+	second := "PUT /secrets/x HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+	resp, body, _, _ := rawExchange(t, e.url, second)
 	if resp.StatusCode != 503 || resp.Header.Get(HeaderDiagnosis) != diagnose.Overloaded {
 		t.Fatalf("status %d diagnosis %q: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), body)
 	}
