@@ -42,12 +42,18 @@ type refusal struct {
 	detail    string // kvproxy.detail: what to do
 }
 
-// refuse answers r, replacing whatever the response held.
-func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, r refusal) {
+// body is r's JSON error body.
+func (r refusal) body() []byte {
 	var b errorBody
 	b.Error.Code, b.Error.Message = r.code, r.message
 	b.Kvproxy.Diagnosis, b.Kvproxy.Detail = r.diagnosis, r.detail
-	body, _ := json.Marshal(b)
+	body, _ := json.Marshal(b) // strings only: cannot fail
+	return body
+}
+
+// refuse answers r, replacing whatever the response held.
+func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, r refusal) {
+	body := r.body()
 	resp := &ctx.Response
 	closeAfter := resp.ConnectionClose()
 	resp.Reset()

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"strconv"
 	"sync"
@@ -243,11 +242,8 @@ type connLimit struct {
 }
 
 func newConnLimit(max int, m *metrics.Metrics) *connLimit {
-	var b errorBody
 	r := overloaded(metrics.LimitConnections)
-	b.Error.Code, b.Error.Message = r.code, r.message
-	b.Kvproxy.Diagnosis, b.Kvproxy.Detail = r.diagnosis, r.detail
-	body, _ := json.Marshal(b)
+	body := r.body()
 	head := "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\n" +
 		HeaderDiagnosis + ": " + r.diagnosis + "\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
 	return &connLimit{max: int64(max), m: m, answer: append([]byte(head), body...)}
