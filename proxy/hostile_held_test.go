@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Hostile-client checks that held (they pass): kept as regression tests.
@@ -38,7 +36,7 @@ func TestHostileShutdownWaitsForTheLeanServersRequest(t *testing.T) {
 		}
 		idle = append(idle, c)
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.Connections) == fastConns }, "the fast server's connections")
+	waitGauge(t, e.metrics.Connections, fastConns, "the fast server's connections")
 	e.faults.SetLatency(time.Second)
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -49,7 +47,7 @@ func TestHostileShutdownWaitsForTheLeanServersRequest(t *testing.T) {
 	if _, err := io.WriteString(c, putHead+putBody()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == 600 }, "the request to be in flight")
+	waitGauge(t, e.metrics.BufferedBytes, 600, "the request to be in flight")
 	for _, c := range idle { // idle connections would hold Shutdown for 5s
 		c.Close()
 	}

@@ -100,7 +100,7 @@ func TestHostileConnectionLimitHoldsUnderABurst(t *testing.T) {
 		for _, c := range open {
 			c.Close()
 		}
-		waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.Connections) == 0 }, "the connections to close")
+		waitGauge(t, e.metrics.Connections, 0, "the connections to close")
 	}
 	if worst > maxConns {
 		t.Fatalf("%v connections were served at once with MaxConns %d", worst, maxConns)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 
 	"github.com/kvproxy/kvproxy/diagnose"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 	"github.com/kvproxy/kvproxy/metrics"
 )
 
@@ -40,7 +43,7 @@ func holdRoom(t *testing.T, e *env, latency time.Duration, raw string, reserved 
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == reserved }, "the first body's room")
+	waitGauge(t, e.metrics.BufferedBytes, reserved, "the first body's room")
 	return c
 }
 
@@ -71,7 +74,7 @@ func TestBodyOverTheBudgetIsRefusedUnread(t *testing.T) {
 		t.Fatalf("the first write: %v %v", err, r)
 	}
 	r.Body.Close()
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.BufferedBytes) == 0 }, "the room to come back")
+	waitGauge(t, e.metrics.BufferedBytes, 0, "the room to come back")
 	if n := len(e.vault.Requests()); n != 1 {
 		t.Errorf("the vault saw %d requests, want the first write only", n)
 	}
@@ -141,7 +144,7 @@ func TestConnectionsOverTheLimitAreRefused(t *testing.T) {
 		}
 		open = append(open, c)
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.Connections) == 3 }, "three connections")
+	waitGauge(t, e.metrics.Connections, 3, "three connections")
 	resp, body, _, _ := rawExchange(t, url, "GET /secrets/db-password HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\n\r\n")
 	if resp.StatusCode != 503 || resp.Header.Get(HeaderDiagnosis) != diagnose.Overloaded || !strings.Contains(body, "KVPROXY_MAX_CONNS") {
 		t.Fatalf("status %d diagnosis %q: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), body)
@@ -154,20 +157,18 @@ func TestConnectionsOverTheLimitAreRefused(t *testing.T) {
 	}
 	open[0].Close()
 	open = open[1:]
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.Connections) == 2 }, "a connection to close")
+	waitGauge(t, e.metrics.Connections, 2, "a connection to close")
 	resp, body, _, _ = rawExchange(t, url, "GET /secrets/db-password HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata: true\r\n\r\n")
 	if resp.StatusCode != 200 {
 		t.Fatalf("a connection under the limit again: %d %s", resp.StatusCode, body)
 	}
 }
 
-// waitFor polls cond until it holds, failing after 5s.
-func waitFor(t *testing.T, cond func() bool, what string) {
+// waitGauge waits until g reads want, failing after 5s with the last value.
+func waitGauge(t *testing.T, g prometheus.Gauge, want float64, what string) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	azfaketest.Eventually(t, 5*time.Second, what, func() (bool, string) {
+		v := testutil.ToFloat64(g)
+		return v == want, fmt.Sprint(v)
+	})
 }
