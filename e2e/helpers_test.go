@@ -195,30 +195,12 @@ func serveVaultWith(t *testing.T, f *fakes, h http.Handler) {
 
 // --- the binary -----------------------------------------------------------
 
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is one run of the kvproxy binary.
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *azfaketest.SyncBuffer
+	stderr *azfaketest.SyncBuffer
 	done   chan struct{}
 	err    error // cmd.Wait's result; read only after done is closed
 
@@ -239,7 +221,7 @@ func launch(t *testing.T, env map[string]string, args ...string) *proc {
 	cmd := exec.Command(kvproxyBin, args...)
 	cmd.Env = environ
 	cmd.Dir = t.TempDir()
-	p := &proc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, stdout: &azfaketest.SyncBuffer{}, stderr: &azfaketest.SyncBuffer{}, done: make(chan struct{})}
 	// Reading stderr and stdout into the buffers happens in goroutines
 	// os/exec starts; Wait returns after they have copied everything.
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr

@@ -1,12 +1,10 @@
 package proxy
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 
 	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/internal/azfake"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 )
 
 func TestLogLimiter(t *testing.T) {
@@ -35,28 +34,10 @@ func TestLogLimiter(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A client repeating a diagnosed request cannot flood the log, and the
 // metric still counts every diagnosis.
 func TestDiagnosedRequestsDoNotFloodTheLog(t *testing.T) {
-	var logs syncBuffer
+	var logs azfaketest.SyncBuffer
 	e := setup(t, func(o *Options) {
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 		o.DiagnosisLogInterval = time.Hour // no second line can be due within the test
@@ -93,7 +74,7 @@ func TestForwardingFailuresDoNotFloodTheLog(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	var logs syncBuffer
+	var logs azfaketest.SyncBuffer
 	e := setup(t, func(o *Options) {
 		o.Vault = &url.URL{Scheme: "https", Host: addr}
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))

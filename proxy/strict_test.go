@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvproxy/kvproxy/diagnose"
+	"github.com/kvproxy/kvproxy/internal/azfake/azfaketest"
 	"github.com/kvproxy/kvproxy/metrics"
 )
 
@@ -293,7 +294,7 @@ func TestOpaqueTokenEchoedByTheVaultIsRedacted(t *testing.T) {
 		w.WriteHeader(401)
 		io.WriteString(w, `{"error":{"code":"Unauthorized","message":"Token `+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")+` is not valid."}}`) //nolint:errcheck
 	})
-	var logs syncBuffer
+	var logs azfaketest.SyncBuffer
 	p, err := New(Options{Vault: u, RootCAs: pool, Tokens: &staticTokens{tok: token}, UpstreamTimeout: 2 * time.Second,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Metrics: metrics.New(prometheus.NewRegistry())})
 	if err != nil {

@@ -1,10 +1,12 @@
 // Package azfaketest starts the fakes of package azfake for one test, with
 // their controls, and stops them when the test ends. It also holds the
-// polling helper the tests of kvproxy share. It is for tests only; nothing
+// polling helper and the log buffer the tests of kvproxy share. It is for tests only; nothing
 // in the product imports it.
 package azfaketest
 
 import (
+	"bytes"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,4 +103,24 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() (ok bool
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers: a
+// log sink for servers a test runs, or a subprocess's output.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
