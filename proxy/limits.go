@@ -38,8 +38,10 @@ type bodyBudget struct {
 	sem     *semaphore.Weighted
 	maxBody int64
 	wait    time.Duration
-	maxAge  time.Duration // no request holds a reservation longer
-	m       *metrics.Metrics
+	// maxAge (nanoseconds) is how long a request can live on any server
+	// of the proxy (raised by each Server): no reservation is held longer.
+	maxAge atomic.Int64
+	m      *metrics.Metrics
 
 	mu        sync.Mutex
 	held      map[*fasthttp.RequestHeader]reservation
@@ -64,8 +66,20 @@ type reservation struct {
 }
 
 func newBodyBudget(size, maxBody int64, wait, maxAge time.Duration, m *metrics.Metrics) *bodyBudget {
-	return &bodyBudget{sem: semaphore.NewWeighted(size), maxBody: maxBody, wait: wait, maxAge: maxAge, m: m,
+	b := &bodyBudget{sem: semaphore.NewWeighted(size), maxBody: maxBody, wait: wait, m: m,
 		held: map[*fasthttp.RequestHeader]reservation{}, byConn: map[net.Conn]*fasthttp.RequestHeader{}}
+	b.allowAge(maxAge)
+	return b
+}
+
+// allowAge raises maxAge to d: a Proxy may serve on several listeners.
+func (b *bodyBudget) allowAge(d time.Duration) {
+	for {
+		old := b.maxAge.Load()
+		if int64(d) <= old || b.maxAge.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
 }
 
 // reserveSize is the room a request's body needs: its Content-Length, or
@@ -190,7 +204,7 @@ func (b *bodyBudget) sweep(now time.Time) {
 	}
 	b.lastSweep = now
 	for h, r := range b.held {
-		if now.Sub(r.at) > b.maxAge {
+		if now.Sub(r.at) > time.Duration(b.maxAge.Load()) {
 			b.take(h)
 			if r.n > 0 {
 				b.sem.Release(r.n)

@@ -116,7 +116,7 @@ func TestLeftReservationIsReleased(t *testing.T) {
 		t.Fatal("a request on the same header did not get the room its predecessor left")
 	}
 	// And a reservation older than any request can live is swept.
-	b.maxAge = 0
+	b.maxAge.Store(0)
 	b.lastSweep = time.Time{}
 	if c := b.headerReceived(&h2, time.Second); c.MaxRequestBodySize != 0 {
 		t.Fatal("a reservation past its age was not swept")

@@ -168,7 +168,7 @@ func New(o Options) (*Proxy, error) {
 		apiVer:   []byte("api-version=" + url.QueryEscape(o.APIVersion)),
 		allowed:  map[string]bool{},
 		scheme:   "https",
-		budget:   newBodyBudget(o.MaxBufferedBytes, o.MaxBodyBytes, o.BufferWait, 3*time.Minute+o.UpstreamTimeout, o.Metrics),
+		budget:   newBodyBudget(o.MaxBufferedBytes, o.MaxBodyBytes, o.BufferWait, 0, o.Metrics),
 	}
 	// The vault's own origin as it may appear in a nextLink.
 	p.origin = []string{"https://" + o.Vault.Host + "/"}

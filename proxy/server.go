@@ -76,7 +76,7 @@ func (p *Proxy) Server(o ServerOptions) *Server {
 		o.MaxConns = 4096
 	}
 	// No request holds room for its body longer than it can live.
-	p.budget.maxAge = o.ReadTimeout + p.o.UpstreamTimeout + o.WriteTimeout
+	p.budget.allowAge(o.ReadTimeout + p.o.UpstreamTimeout + o.WriteTimeout)
 	limit := newConnLimit(o.MaxConns, p.o.Metrics)
 	server := func(lean bool) *fasthttp.Server {
 		handler := func(ctx *fasthttp.RequestCtx) {
