@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"reflect"
 	"strings"
@@ -106,22 +107,7 @@ func TestValidation(t *testing.T) {
 		{name: "managed hsm", set: map[string]string{"KVPROXY_VAULT_URL": "https://h.managedhsm.azure.net"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			env := map[string]string{}
-			for k, v := range base {
-				env[k] = v
-			}
-			for k, v := range tt.set {
-				env[k] = v
-			}
-			_, err := Load(env)
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("error %v, want it to mention %q", err, tt.want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkLoad(t, base, tt.set, tt.want) })
 	}
 }
 
@@ -298,21 +284,21 @@ func TestServiceSettings(t *testing.T) {
 		{name: "TLS", set: map[string]string{"KVPROXY_TLS_CERT_FILE": "/c", "KVPROXY_TLS_KEY_FILE": "/k"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			env := map[string]string{}
-			for k, v := range base {
-				env[k] = v
-			}
-			for k, v := range tt.set {
-				env[k] = v
-			}
-			_, err := Load(env)
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("error %v, want it to mention %q", err, tt.want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkLoad(t, base, tt.set, tt.want) })
+	}
+}
+
+// checkLoad loads base with set over it: it must succeed when want is "",
+// else fail with an error that mentions want.
+func checkLoad(t *testing.T, base, set map[string]string, want string) {
+	t.Helper()
+	env := maps.Clone(base)
+	maps.Copy(env, set)
+	_, err := Load(env)
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("unexpected error: %v", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Fatalf("error %v, want it to mention %q", err, want)
 	}
 }
