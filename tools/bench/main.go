@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,7 +70,7 @@ func main() {
 	defer os.RemoveAll(dir)
 	caFile, certFile, keyFile := writeCerts(dir)
 
-	upPort, nxPort, kvPort, kvAdmin := freePort(), freePort(), freePort(), freePort()
+	upPort, staticPort, nxPort, kvPort, kvAdmin := freePort(), freePort(), freePort(), freePort(), freePort()
 	body := `{"value":"` + strings.Repeat("s", 120) + `","id":"https://127.0.0.1/secrets/bench/0123456789abcdef","attributes":{"enabled":true}}`
 	body = body[:200]
 	upstream := startNginx(dir, "upstream", fmt.Sprintf(`
@@ -79,7 +80,12 @@ func main() {
         ssl_certificate_key %s;
         keepalive_requests 1000000;
         location / { default_type application/json; return 200 '%s'; }
-    }`, upPort, certFile, keyFile, body))
+    }
+    server {
+        listen 127.0.0.1:%d;
+        keepalive_requests 1000000;
+        location / { default_type application/json; return 200 '%s'; }
+    }`, upPort, certFile, keyFile, body, staticPort, body))
 	defer upstream.stop()
 	nginx := startNginx(dir, "proxy", fmt.Sprintf(`
     upstream vault { server 127.0.0.1:%d; keepalive 128; }
@@ -126,7 +132,11 @@ func main() {
 		{"nginx", fmt.Sprintf("http://127.0.0.1:%d%s", nxPort, path), nginx.workers},
 		{"kvproxy", fmt.Sprintf("http://127.0.0.1:%d%s", kvPort, path), func() []int { return []int{kvp.Process.Pid} }},
 		{"kvproxy-cached", fmt.Sprintf("http://127.0.0.1:%d%s", kvcPort, path), func() []int { return []int{kvc.Process.Pid} }},
+		// The ceiling for any cache: the same bytes from memory over plain
+		// HTTP, by a server doing no other work (nginx's return directive).
+		{"nginx-static", fmt.Sprintf("http://127.0.0.1:%d%s", staticPort, path), upstream.workers},
 	}
+	latTargets := targets[:4] // the constant-rate run: direct, nginx, kvproxy, kvproxy-cached
 	// Idle RSS in real mode: after a few hundred requests, before any load.
 	for range 300 {
 		get(targets[2].url)
@@ -153,9 +163,20 @@ func main() {
 			fmt.Fprintf(os.Stderr, "round %d %-8s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  cpu %.1f µs/req\n", r, t.name, res.rps, res.p50, res.p99, res.cpuUS)
 		}
 	}
-	lat := map[string][2]float64{}
-	for _, t := range targets {
-		lat[t.name] = constantRate(t.url, caFile, *rate, *latDur)
+	// The constant-rate rounds: every path at once, p50 and p99 per path and
+	// round; the added latency is a path's minus direct's in the same round.
+	var latURLs []string
+	for _, t := range latTargets {
+		latURLs = append(latURLs, t.url)
+	}
+	lat := map[string][]latency{}
+	for r := 1; r <= *rounds; r++ {
+		ls := constantRate(latURLs, caFile, *rate, *latDur)
+		for k, t := range latTargets {
+			l := latency{p50: ls[k][0], p99: ls[k][1], added50: ls[k][0] - ls[0][0], added99: ls[k][1] - ls[0][1]}
+			lat[t.name] = append(lat[t.name], l)
+			fmt.Fprintf(os.Stderr, "latency round %d %-14s p50 %.3f ms  p99 %.3f ms  added p50 %.3f  p99 %.3f\n", r, t.name, l.p50, l.p99, l.added50, l.added99)
+		}
 	}
 
 	fmt.Printf("\nkvproxy side by side (%s; wrk -c %d, %s × %d interleaved rounds, medians; upstream nginx over TLS answering %d bytes)\n\n",
@@ -174,24 +195,23 @@ func main() {
 		fmt.Printf("| %s | %.0f | %.2f× | %.2f | %.2f | %s | %s | %s |\n", t.name, m.rps, m.rps/ng.rps, m.p50, m.p99, cpu, cpuRatio, rss)
 	}
 	fmt.Printf("\nkvproxy idle RSS after 300 requests: %.1f MiB\n", idle)
-	fmt.Printf("\nconstant %d req/s for %s, each request timed from when it was due:\n\n", *rate, *latDur)
+	fmt.Printf("\nconstant %d req/s on every path at once (interleaved slots), %s × %d rounds, medians; each request timed from when it was due:\n\n", *rate, *latDur, *rounds)
 	fmt.Println("| path | p50 ms | p99 ms | added p50 ms | added p99 ms |")
 	fmt.Println("|---|---|---|---|---|")
-	d := lat["direct"]
-	for _, t := range targets {
-		l := lat[t.name]
+	for _, t := range latTargets {
+		ls := lat[t.name]
 		added := [2]string{"–", "–"}
-		if t.name != "direct" && t.name != "kvproxy-cached" {
-			added = [2]string{fmt.Sprintf("%.3f", l[0]-d[0]), fmt.Sprintf("%.3f", l[1]-d[1])}
+		if t.name == "nginx" || t.name == "kvproxy" {
+			added = [2]string{fmt.Sprintf("%.3f", med(ls, latency.a50)), fmt.Sprintf("%.3f", med(ls, latency.a99))}
 		}
-		fmt.Printf("| %s | %.3f | %.3f | %s | %s |\n", t.name, l[0], l[1], added[0], added[1])
+		fmt.Printf("| %s | %.3f | %.3f | %s | %s |\n", t.name, med(ls, latency.q50), med(ls, latency.q99), added[0], added[1])
 	}
-	if dm, cm := median(results["direct"]), median(results["kvproxy-cached"]); dm.rps > 0 {
+	if dm, cm, sm := median(results["direct"]), median(results["kvproxy-cached"]), median(results["nginx-static"]); dm.rps > 0 {
 		fmt.Printf("\ncached reads through kvproxy / direct TLS reads: %.2f× throughput (p50 %.2f ms, p99 %.2f ms)\n", cm.rps/dm.rps, cm.p50, cm.p99)
+		fmt.Printf("the ceiling, nginx-static / direct: %.2f×; kvproxy-cached / nginx-static: %.2f×\n", sm.rps/dm.rps, cm.rps/sm.rps)
 	}
-	kl, nl := lat["kvproxy"], lat["nginx"]
-	if nl[1]-d[1] > 0 {
-		fmt.Printf("\nkvproxy added p99 / nginx added p99: %.2f×\n", (kl[1]-d[1])/(nl[1]-d[1]))
+	if kl, nl := med(lat["kvproxy"], latency.a99), med(lat["nginx"], latency.a99); nl > 0 {
+		fmt.Printf("\nkvproxy added p99 / nginx added p99: %.2f×\n", kl/nl)
 	}
 }
 
@@ -231,69 +251,123 @@ func wrk(url string, conns int, d time.Duration) result {
 	return r
 }
 
-// constantRate sends rate requests per second for d (open loop: a request
-// is due at its slot whether or not earlier ones returned) and returns the
-// p50 and p99 in ms of each request's time from when it was due.
-func constantRate(url, caFile string, rate int, d time.Duration) [2]float64 {
+// constantRate drives every url at rate requests per second at once, for d
+// (open loop: a request is due at its slot whether or not earlier ones
+// returned), and returns each url's p50 and p99 in ms of its requests' time
+// from when they were due. The urls' slots interleave (url k's i-th request
+// is due k/len(urls) of an interval after the i-th of url 0), so a pause of
+// the machine — these are shared VMs — lands on every path alike instead of
+// on whichever path happened to run at the time.
+func constantRate(urls []string, caFile string, rate int, d time.Duration) [][2]float64 {
 	pem, _ := os.ReadFile(caFile)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	c := &fasthttp.Client{TLSConfig: &tls.Config{RootCAs: pool}, MaxConnsPerHost: 512, ReadTimeout: 10 * time.Second}
-	// Warm the client's pool first, so no measured request pays for a new
-	// connection (and, direct, a TLS handshake) the others do not.
-	var warm sync.WaitGroup
-	for range 64 {
-		warm.Go(func() {
-			for range 20 {
-				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-				req.SetRequestURI(url)
-				req.Header.Set("Metadata", "true")
-				c.DoTimeout(req, resp, 10*time.Second) //nolint:errcheck
-				fasthttp.ReleaseRequest(req)
-				fasthttp.ReleaseResponse(resp)
-			}
-		})
-	}
-	warm.Wait()
 	n := int(float64(rate) * d.Seconds())
-	lat := make([]float64, n)
-	var wg sync.WaitGroup
 	interval := time.Second / time.Duration(rate)
-	start := time.Now().Add(50 * time.Millisecond)
-	for i := range n {
-		due := start.Add(time.Duration(i) * interval)
-		time.Sleep(time.Until(due))
-		wg.Go(func() {
+	type slot struct {
+		i   int
+		due time.Time
+	}
+	lat := make([][]float64, len(urls))
+	queues := make([]chan slot, len(urls))
+	var wg sync.WaitGroup
+	for k, url := range urls {
+		lat[k] = make([]float64, n)
+		queues[k] = make(chan slot, n)
+		c := &fasthttp.Client{TLSConfig: &tls.Config{RootCAs: pool}, MaxConnsPerHost: 512, ReadTimeout: 10 * time.Second}
+		do := func() bool {
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
 			req.SetRequestURI(url)
 			req.Header.Set("Metadata", "true")
-			if err := c.DoTimeout(req, resp, 10*time.Second); err != nil || resp.StatusCode() != 200 {
-				lat[i] = 10000
-				return
+			return c.DoTimeout(req, resp, 10*time.Second) == nil && resp.StatusCode() == 200
+		}
+		// Warm the client's pool first, so no measured request pays for a
+		// new connection (and, direct, a TLS handshake) the others do not.
+		var warm sync.WaitGroup
+		for range 64 {
+			warm.Go(func() {
+				for range 20 {
+					do()
+				}
+			})
+		}
+		warm.Wait()
+		// 64 workers per url, waiting: a due request is handed over, not
+		// started as a new goroutine. A request that finds every worker
+		// busy waits in the queue, and its wait counts.
+		for range 64 {
+			wg.Go(func() {
+				for s := range queues[k] {
+					if !do() {
+						lat[k][s.i] = 10000
+						continue
+					}
+					lat[k][s.i] = float64(time.Since(s.due).Microseconds()) / 1000
+				}
+			})
+		}
+	}
+	// The dispatcher sleeps on an OS thread of its own, with the kernel's
+	// high-resolution timer and a timer slack of 1 ns. time.Sleep will not
+	// do here: the Go runtime waits for timers in whole milliseconds (its
+	// netpoller rounds a wait under 1 ms up to 1 ms), an error as large as
+	// the latencies measured.
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		runtime.LockOSThread()                          // never unlocked: the thread, with its slack, ends with the goroutine
+		syscall.RawSyscall(syscall.SYS_PRCTL, 29, 1, 0) //nolint:errcheck // PR_SET_TIMERSLACK to 1 ns
+		start := time.Now().Add(50 * time.Millisecond)
+		for i := range n {
+			for k := range urls {
+				due := start.Add(time.Duration(i)*interval + time.Duration(k)*interval/time.Duration(len(urls)))
+				for left := time.Until(due); left > 0; left = time.Until(due) {
+					ts := syscall.NsecToTimespec(int64(left))
+					syscall.Nanosleep(&ts, nil) //nolint:errcheck // EINTR: the loop sleeps again
+				}
+				queues[k] <- slot{i, due}
 			}
-			lat[i] = float64(time.Since(due).Microseconds()) / 1000
-		})
+		}
+	}()
+	<-dispatched
+	for _, q := range queues {
+		close(q)
 	}
 	wg.Wait()
-	slices.Sort(lat)
-	return [2]float64{lat[n/2], lat[n*99/100]}
+	out := make([][2]float64, len(urls))
+	for k, l := range lat {
+		slices.Sort(l)
+		out[k] = [2]float64{l[n/2], l[n*99/100]}
+	}
+	return out
+}
+
+// latency is one path's constant-rate round, in ms: its p50 and p99, and
+// how much each exceeds direct's in the same round.
+type latency struct{ p50, p99, added50, added99 float64 }
+
+func (l latency) q50() float64 { return l.p50 }
+func (l latency) q99() float64 { return l.p99 }
+func (l latency) a50() float64 { return l.added50 }
+func (l latency) a99() float64 { return l.added99 }
+
+// med is the median of f over xs (the upper one of an even count).
+func med[T any](xs []T, f func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = f(x)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 func median(rs []result) result {
-	pick := func(f func(result) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
 	return result{
-		rps: pick(func(r result) float64 { return r.rps }), p50: pick(func(r result) float64 { return r.p50 }),
-		p99: pick(func(r result) float64 { return r.p99 }), cpuUS: pick(func(r result) float64 { return r.cpuUS }),
-		rssMiB: pick(func(r result) float64 { return r.rssMiB }),
+		rps: med(rs, func(r result) float64 { return r.rps }), p50: med(rs, func(r result) float64 { return r.p50 }),
+		p99: med(rs, func(r result) float64 { return r.p99 }), cpuUS: med(rs, func(r result) float64 { return r.cpuUS }),
+		rssMiB: med(rs, func(r result) float64 { return r.rssMiB }),
 	}
 }
 
