@@ -101,6 +101,8 @@ func (p *Proxy) forwardCached(ctx *fasthttp.RequestCtx, st *requestState, name s
 	case secretcache.Hit:
 		resp.Header.Set("Age", strconv.Itoa(int(a.Age.Seconds())))
 	default:
+		// The fetch's retries, for the diagnosis of a 429 or 5xx.
+		st.retries, st.firstStatus = a.Attempts.Retries, a.Attempts.FirstStatus
 		// A refusal is diagnosed for each caller, with the token the
 		// fetch sent (the one held).
 		if s := a.Status; s == fasthttp.StatusUnauthorized || s == fasthttp.StatusForbidden {
@@ -130,7 +132,7 @@ func (p *Proxy) fetchForCache(fctx context.Context, req *fasthttp.Request) (secr
 		return secretcache.Result{Diagnosis: classify(err).diagnosis}, err
 	}
 	r := secretcache.Result{Status: resp.StatusCode(), Body: append([]byte(nil), resp.Body()...),
-		Diagnosis: diagnose.UpstreamUnavailable}
+		Diagnosis: diagnose.UpstreamUnavailable, Attempts: secretcache.Attempts{Retries: st.retries, FirstStatus: st.firstStatus}}
 	for k, v := range resp.Header.All() {
 		r.Header = append(r.Header, secretcache.Field{Name: string(k), Value: string(v)})
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kvproxy/kvproxy/diagnose"
 	"github.com/kvproxy/kvproxy/metrics"
+	"github.com/kvproxy/kvproxy/secretcache"
 )
 
 // Hostile-client tests: each reproduces a bug a hostile pass over the
@@ -157,45 +159,60 @@ func TestHostileExpectContinueClientGoneDuringTheWaitReleasesItsRoom(t *testing.
 	}
 }
 
-// Fixed in diagnose.unavailable with Input.FirstStatus.
+// Fixed in diagnose.unavailable with Input.FirstStatus, and, through the
+// secret cache's fetch, with secretcache.Attempts (the count was lost there).
 func TestHostileUnavailableDiagnosisSaysAgainOnlyForTheSameAnswer(t *testing.T) {
 	// The vault answers 503, kvproxy sends the GET once more, the vault
 	// answers 500. The detail must not say the vault answered 500 "again":
-	// it answered 503 first.
-	var n atomic.Int32
-	u, pool := hostileVault(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		if n.Add(1) == 1 {
-			w.Header().Set("Retry-After", "0")
-			w.WriteHeader(503)
-			io.WriteString(w, `{"error":{"code":"ServiceUnavailable","message":"busy"}}`) //nolint:errcheck
-			return
-		}
-		w.WriteHeader(500)
-		io.WriteString(w, `{"error":{"code":"InternalServerError","message":"oops"}}`) //nolint:errcheck
-	})
-	p, err := New(Options{Vault: u, RootCAs: pool, Tokens: &staticTokens{tok: goodToken()}, UpstreamTimeout: 5 * time.Second,
-		RetryMax: 2, RetryMaxWait: time.Second, Metrics: metrics.New(prometheus.NewRegistry())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := serveProxy(t, p, ServerOptions{CheckHost: true})
-	resp, err := http.Get(base + "/secrets/x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 500 || resp.Header.Get(HeaderDiagnosis) != diagnose.VaultUnavailable || n.Load() != 2 {
-		t.Fatalf("status %d diagnosis %q after %d requests: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), n.Load(), body)
-	}
-	var b struct {
-		Kvproxy struct{ Detail string } `json:"kvproxy"`
-	}
-	if err := json.Unmarshal(body, &b); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(b.Kvproxy.Detail, "again") {
-		t.Errorf("the detail says the 500 came again, after a 503: %s", b.Kvproxy.Detail)
+	// it answered 503 first. With the cache on or off.
+	for _, cache := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cache=%v", cache), func(t *testing.T) {
+			var n atomic.Int32
+			u, pool := hostileVault(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json; charset=utf-8")
+				if n.Add(1) == 1 {
+					w.Header().Set("Retry-After", "0")
+					w.WriteHeader(503)
+					io.WriteString(w, `{"error":{"code":"ServiceUnavailable","message":"busy"}}`) //nolint:errcheck
+					return
+				}
+				w.WriteHeader(500)
+				io.WriteString(w, `{"error":{"code":"InternalServerError","message":"oops"}}`) //nolint:errcheck
+			})
+			o := Options{Vault: u, RootCAs: pool, Tokens: &staticTokens{tok: goodToken()}, UpstreamTimeout: 5 * time.Second,
+				RetryMax: 2, RetryMaxWait: time.Second, Metrics: metrics.New(prometheus.NewRegistry())}
+			if cache {
+				o.Cache = secretcache.New(secretcache.Options{TTL: time.Hour})
+			}
+			p, err := New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := serveProxy(t, p, ServerOptions{CheckHost: true})
+			resp, err := http.Get(base + "/secrets/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 500 || resp.Header.Get(HeaderDiagnosis) != diagnose.VaultUnavailable || n.Load() != 2 {
+				t.Fatalf("status %d diagnosis %q after %d requests: %s", resp.StatusCode, resp.Header.Get(HeaderDiagnosis), n.Load(), body)
+			}
+			if got, want := resp.Header.Get(HeaderCache), map[bool]string{true: "MISS"}[cache]; got != want {
+				t.Errorf("X-Cache %q, want %q", got, want)
+			}
+			var b struct {
+				Kvproxy struct{ Detail string } `json:"kvproxy"`
+			}
+			if err := json.Unmarshal(body, &b); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(b.Kvproxy.Detail, "again") {
+				t.Errorf("the detail says the 500 came again, after a 503: %s", b.Kvproxy.Detail)
+			}
+			if !strings.Contains(b.Kvproxy.Detail, "(its first answer was 503) after kvproxy sent the request once more") {
+				t.Errorf("the detail does not tell of the retry and the first answer: %s", b.Kvproxy.Detail)
+			}
+		})
 	}
 }

@@ -545,5 +545,5 @@ func flightKey(key string, gen uint64) string {
 }
 
 func answerOf(r Result, o Outcome) Answer {
-	return Answer{Entry: Entry{Status: r.Status, Header: r.Header, Body: r.Body}, Outcome: o}
+	return Answer{Entry: Entry{Status: r.Status, Header: r.Header, Body: r.Body, Attempts: r.Attempts}, Outcome: o}
 }

@@ -44,6 +44,8 @@ type Entry struct {
 	// Expires is the item's attributes.exp, zero when it has none; an entry
 	// is never served at or after it.
 	Expires time.Time
+	// Attempts is the fetch's, on an answer passed on rather than stored.
+	Attempts Attempts
 }
 
 func (e Entry) String() string {
@@ -69,7 +71,15 @@ type Result struct {
 	Header    []Field // every header the proxy would pass on; a stored entry keeps only [KeepHeader]'s
 	Body      []byte
 	Diagnosis string
+	Attempts  Attempts
 }
+
+// Attempts says how a fetch came to its answer when the proxy sent the
+// request more than once (its retries of a 429 or 503), for the diagnosis
+// of an answer passed on: how many more times it was sent, and the status
+// of the first answer. The cache hands it to the callers of that fetch and
+// keeps it in no stored entry.
+type Attempts struct{ Retries, FirstStatus int }
 
 func (r Result) String() string {
 	return fmt.Sprintf("secretcache.Result{Status: %d, Body: %d bytes, Diagnosis: %q}", r.Status, len(r.Body), r.Diagnosis)
