@@ -37,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -274,11 +275,14 @@ func constantRate(urls []string, caFile string, rate int, d time.Duration) [][2]
 	}
 	lat := make([][]float64, len(urls))
 	queues := make([]chan slot, len(urls))
+	failed := make([]atomic.Int64, len(urls))
+	clients := make([]*fasthttp.Client, len(urls))
 	var wg sync.WaitGroup
 	for k, url := range urls {
 		lat[k] = make([]float64, n)
 		queues[k] = make(chan slot, n)
 		c := &fasthttp.Client{TLSConfig: &tls.Config{RootCAs: pool}, MaxConnsPerHost: 512, ReadTimeout: 10 * time.Second}
+		clients[k] = c
 		do := func() bool {
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
@@ -305,7 +309,7 @@ func constantRate(urls []string, caFile string, rate int, d time.Duration) [][2]
 			wg.Go(func() {
 				for s := range queues[k] {
 					if !do() {
-						lat[k][s.i] = 10000
+						failed[k].Add(1)
 						continue
 					}
 					lat[k][s.i] = float64(time.Since(s.due).Microseconds()) / 1000
@@ -340,6 +344,12 @@ func constantRate(urls []string, caFile string, rate int, d time.Duration) [][2]
 		close(q)
 	}
 	wg.Wait()
+	for k, c := range clients {
+		c.CloseIdleConnections() // the next round starts from its own
+		if f := failed[k].Load(); f > 0 {
+			fatal("bench: %d of %d constant-rate requests to %s failed", f, n, urls[k])
+		}
+	}
 	out := make([][2]float64, len(urls))
 	for k, l := range lat {
 		slices.Sort(l)
