@@ -57,6 +57,20 @@ func hasDirective(v []byte, d string) bool {
 func (p *Proxy) forwardCached(ctx *fasthttp.RequestCtx, st *requestState, name string) {
 	path, query, _ := cutQuery(ctx.Request.Header.RequestURI())
 	key := secretcache.Key(string(path), string(query), p.o.APIVersion)
+	mode := cacheMode(&ctx.Request.Header)
+	if mode == secretcache.Normal {
+		if a, ok := p.o.Cache.Peek(key); ok {
+			p.answerCached(ctx, st, a, nil)
+			return
+		}
+	}
+	a, err := p.getCached(ctx, st, key, name, mode)
+	p.answerCached(ctx, st, a, err)
+}
+
+// getCached asks the cache for key, with a fetch it may run: what a Peek
+// could not answer.
+func (p *Proxy) getCached(ctx *fasthttp.RequestCtx, st *requestState, key, name string, mode secretcache.Mode) (secretcache.Answer, error) {
 	// The fetch gets a request of its own, built from ctx only while ctx is
 	// this request's: during Get, or before this request is answered when
 	// the fetch may go on after it (a refresh ahead of the TTL), since
@@ -67,13 +81,18 @@ func (p *Proxy) forwardCached(ctx *fasthttp.RequestCtx, st *requestState, name s
 		req = new(fasthttp.Request)
 		p.buildRequest(ctx, req)
 	}
-	a, err := p.o.Cache.Get(st.ctx, key, name, cacheMode(&ctx.Request.Header), func(fctx context.Context) (secretcache.Result, error) {
+	a, err := p.o.Cache.Get(st.ctx, key, name, mode, func(fctx context.Context) (secretcache.Result, error) {
 		once.Do(build)
 		return p.fetchForCache(fctx, req)
 	})
 	if a.Background {
 		once.Do(build)
 	}
+	return a, err
+}
+
+// answerCached writes the cache's answer (or its error) as ctx's response.
+func (p *Proxy) answerCached(ctx *fasthttp.RequestCtx, st *requestState, a secretcache.Answer, err error) {
 	st.cache = a.Outcome.String()
 	if err != nil {
 		p.fail(ctx, st, err)

@@ -161,6 +161,30 @@ func New(o Options) *Cache {
 	return c
 }
 
+// Peek answers key from memory when Get, in Normal mode, would answer it a
+// Hit and start nothing: the entry is fresh and not yet due for its refresh
+// ahead. It counts the hit like Get. On false the caller calls Get, which
+// decides everything else; Peek takes no fetch, so a hit costs its caller
+// no closure.
+func (c *Cache) Peek(key string) (Answer, bool) {
+	if c == nil {
+		return Answer{}, false
+	}
+	now := time.Now()
+	c.mu.Lock()
+	e := c.entries[key]
+	// freshUntil is never past staleUntil, so a fresh entry is live.
+	if e == nil || !now.Before(e.freshUntil) || now.Compare(e.refreshAt) >= 0 {
+		c.mu.Unlock()
+		return Answer{}, false
+	}
+	c.lru.MoveToFront(e.elem)
+	a := Answer{Entry: e.Entry, Outcome: Hit, Age: now.Sub(e.StoredAt)}
+	c.mu.Unlock()
+	c.observe(Hit)
+	return a, true
+}
+
 // Get answers a read of key (from [Key]) of the item name (from
 // [Cacheable]).
 //

@@ -267,6 +267,69 @@ func TestRefreshAheadMakesNoReaderWait(t *testing.T) {
 	})
 }
 
+// Peek answers what Get would answer a Hit without starting anything, and
+// nothing else: not an empty cache, not an entry due for its refresh
+// ahead, past its TTL, invalidated or past its attributes.exp.
+func TestPeekAnswersOnlyAHitThatStartsNothing(t *testing.T) {
+	if _, ok := (*Cache)(nil).Peek(key); ok {
+		t.Fatal("a cache that is off answered a Peek")
+	}
+	synctest.Test(t, func(t *testing.T) {
+		obs := newCounts()
+		c := New(Options{TTL: 10 * time.Minute, RefreshAhead: 0.2, Observer: obs})
+		v := newVault(`{"value":"v1"}`)
+		if _, ok := c.Peek(key); ok {
+			t.Fatal("an empty cache answered a Peek")
+		}
+		get(t, c, v, Normal)
+		time.Sleep(7 * time.Minute)
+		a, ok := c.Peek(key)
+		if !ok {
+			t.Fatal("no Peek of a fresh entry")
+		}
+		expect(t, a, Hit, 200, `{"value":"v1"}`)
+		if a.Age != 7*time.Minute || a.Background {
+			t.Errorf("Age %s, Background %v", a.Age, a.Background)
+		}
+		time.Sleep(90 * time.Second) // in the refresh-ahead window: Get's to start it
+		if _, ok := c.Peek(key); ok {
+			t.Fatal("a Peek answered an entry due for its refresh")
+		}
+		synctest.Wait()
+		if n := v.calls.Load(); n != 1 {
+			t.Fatalf("%d fetches: a Peek started one", n)
+		}
+		v.set(200, `{"value":"v2"}`)
+		get(t, c, v, Normal) // the refresh, in the background
+		synctest.Wait()
+		if a, ok := c.Peek(key); !ok || string(a.Body) != `{"value":"v2"}` {
+			t.Fatalf("Peek after the refresh: %v %s", ok, a.Body)
+		}
+		time.Sleep(11 * time.Minute) // past the TTL, inside stale-if-error
+		if _, ok := c.Peek(key); ok {
+			t.Fatal("a Peek answered an entry past its TTL")
+		}
+		get(t, c, v, Normal)
+		c.Invalidate(item)
+		if _, ok := c.Peek(key); ok {
+			t.Fatal("a Peek answered an invalidated entry")
+		}
+		v.set(200, fmt.Sprintf(`{"value":"s","attributes":{"enabled":true,"exp":%d}}`, time.Now().Unix()+60))
+		get(t, c, v, Normal)
+		if _, ok := c.Peek(key); !ok {
+			t.Fatal("no Peek of an entry before its exp")
+		}
+		time.Sleep(61 * time.Second)
+		if _, ok := c.Peek(key); ok {
+			t.Fatal("a Peek answered an entry past its attributes.exp")
+		}
+		// A hit per Peek answered (3) and the Get that started the refresh.
+		if got, want := obs.get("hit"), 4; got != want {
+			t.Errorf("%d hits counted, want %d: %v", got, want, obs.results)
+		}
+	})
+}
+
 func TestStaleIfError(t *testing.T) {
 	tests := []struct {
 		name     string
