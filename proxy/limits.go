@@ -105,19 +105,20 @@ func (b *bodyBudget) headerReceived(h *fasthttp.RequestHeader, readTimeout time.
 	if n == 0 {
 		return fasthttp.RequestConfig{}
 	}
-	now := time.Now()
-	b.sweep(now)
+	at := time.Now()
+	b.sweep(at)
 	if !b.sem.TryAcquire(n) {
 		ctx, cancel := context.WithTimeout(context.Background(), b.wait)
 		err := b.sem.Acquire(ctx, n)
 		cancel()
 		if err != nil {
-			b.put(h, reservation{at: now, refused: true})
+			b.put(h, reservation{at: at, refused: true})
 			b.m.CountOverload(metrics.LimitBufferedBytes)
 			return fasthttp.RequestConfig{MaxRequestBodySize: 1}
 		}
+		at = time.Now() // held from the end of the wait
 	}
-	b.put(h, reservation{n: n, at: time.Now()})
+	b.put(h, reservation{n: n, at: at})
 	b.m.AddBufferedBytes(n)
 	// The wait counted against the read deadline: restart it for the body.
 	return fasthttp.RequestConfig{ReadTimeout: readTimeout}
@@ -245,8 +246,9 @@ func overloaded(limit string) refusal {
 
 // connLimit refuses connections over a limit at accept time ([Server.Serve]):
 // the connection gets a 503 overloaded answer and is closed, so the limit
-// holds however many clients connect. Connections are counted from
-// fasthttp's ConnState hook (new to closed).
+// holds however many clients connect. A connection is counted open by the
+// accept loop, before it is handed to a server, and closed by fasthttp's
+// ConnState hook.
 type connLimit struct {
 	max      int64
 	open     atomic.Int64
